@@ -1,0 +1,105 @@
+//! The data model (databases, tables, typed columns) and the store that makes it durable.
+//!
+//! ```text
+//! ingester --apply(SchemaChanges)--> Catalog --(one transaction)--> SQLite (WAL mode)
+//!     ^                                 |
+//!     '------ snapshot() <--------------'  (in-memory copy, swapped after each commit)
+//! ```
+//!
+//! Invariants:
+//! - A change is visible in [`Catalog::snapshot`] only after its transaction committed, so a
+//!   write that saw its columns in a snapshot may be acknowledged.
+//! - A column's type never changes: [`Catalog::apply`] rejects a conflicting type with
+//!   [`Error::TypeConflict`], also when two writers race to create the same column.
+//! - Limits (databases, tables per database, columns per table) are checked inside the same
+//!   critical section as the commit, so concurrent writers cannot overshoot them.
+
+mod model;
+mod sqlite;
+
+use std::sync::Arc;
+
+pub use model::{
+    CatalogSnapshot, ColumnType, DatabaseId, DatabaseSchema, SchemaChanges, TableId, TableSchema,
+    TIME_COLUMN, validate_database_name,
+};
+pub use sqlite::SqliteCatalog;
+
+/// Default for `--max-databases`.
+pub const DEFAULT_MAX_DATABASES: usize = 100;
+/// Default for `--max-tables-per-database`.
+pub const DEFAULT_MAX_TABLES_PER_DATABASE: usize = 10_000;
+/// Default for `--max-columns-per-table` (the `time` column included).
+pub const DEFAULT_MAX_COLUMNS_PER_TABLE: usize = 1_000;
+
+/// Limits on the size of the data model, enforced when changes are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CatalogLimits {
+    /// Live databases; default [`DEFAULT_MAX_DATABASES`].
+    pub max_databases: usize,
+    /// Tables in one database; default [`DEFAULT_MAX_TABLES_PER_DATABASE`].
+    pub max_tables_per_database: usize,
+    /// Columns in one table, `time` included; default [`DEFAULT_MAX_COLUMNS_PER_TABLE`].
+    pub max_columns_per_table: usize,
+}
+
+impl Default for CatalogLimits {
+    fn default() -> Self {
+        Self {
+            max_databases: DEFAULT_MAX_DATABASES,
+            max_tables_per_database: DEFAULT_MAX_TABLES_PER_DATABASE,
+            max_columns_per_table: DEFAULT_MAX_COLUMNS_PER_TABLE,
+        }
+    }
+}
+
+/// Errors of the catalog. Messages name the limit flag or the conflicting column.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid database name `{name}`: {reason}")]
+    InvalidDatabaseName { name: String, reason: &'static str },
+    #[error("database `{name}` already exists")]
+    DatabaseExists { name: String },
+    #[error("database `{name}` not found")]
+    DatabaseNotFound { name: String },
+    #[error("database limit of {limit} reached; raise --max-databases (TRIBUTARY_MAX_DATABASES)")]
+    TooManyDatabases { limit: usize },
+    #[error(
+        "database `{database}` has reached the limit of {limit} tables; raise --max-tables-per-database (TRIBUTARY_MAX_TABLES_PER_DATABASE)"
+    )]
+    TooManyTables { database: String, limit: usize },
+    #[error(
+        "table `{table}` in database `{database}` would exceed the limit of {limit} columns; raise --max-columns-per-table (TRIBUTARY_MAX_COLUMNS_PER_TABLE)"
+    )]
+    TooManyColumns { database: String, table: String, limit: usize },
+    #[error("column `{column}` of table `{table}` is {existing}, this write sends {sent}")]
+    TypeConflict { table: String, column: String, existing: ColumnType, sent: ColumnType },
+    #[error("catalog store `{path}` cannot be opened")]
+    Open { path: String, #[source] source: rusqlite::Error },
+    #[error("catalog store query failed")]
+    Store(#[from] rusqlite::Error),
+    #[error("catalog row has unknown column type `{0}`")]
+    UnknownColumnType(String),
+    #[error("catalog task failed")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+/// Result of catalog operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The metadata store. Reads come from an in-memory snapshot; writes commit to the backend first.
+#[async_trait::async_trait]
+pub trait Catalog: Send + Sync + std::fmt::Debug {
+    /// The current committed state; cheap (an `Arc` clone).
+    fn snapshot(&self) -> Arc<CatalogSnapshot>;
+
+    /// Creates a database; fails if a live database has that name.
+    async fn create_database(&self, name: &str) -> Result<Arc<DatabaseSchema>>;
+
+    /// Commits new databases, tables and columns (those that already exist with the same type are
+    /// ignored), checking types and limits, and returns the snapshot that includes them.
+    async fn apply(&self, changes: SchemaChanges) -> Result<Arc<CatalogSnapshot>>;
+
+    /// Marks a database deleted; its name may be used again.
+    async fn delete_database(&self, name: &str) -> Result<()>;
+}

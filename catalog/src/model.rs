@@ -1,0 +1,179 @@
+//! In-memory data model: what a snapshot of the catalog holds.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+/// Name of the timestamp column every table has.
+pub const TIME_COLUMN: &str = "time";
+
+/// The type of a column. It never changes once committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ColumnType {
+    Tag,
+    Float,
+    Integer,
+    UInteger,
+    String,
+    Boolean,
+    Time,
+}
+
+impl ColumnType {
+    /// The name stored in the catalog backend.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tag => "tag",
+            Self::Float => "float",
+            Self::Integer => "integer",
+            Self::UInteger => "uinteger",
+            Self::String => "string",
+            Self::Boolean => "boolean",
+            Self::Time => "time",
+        }
+    }
+
+    /// Parses [`ColumnType::as_str`] back.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "tag" => Self::Tag,
+            "float" => Self::Float,
+            "integer" => Self::Integer,
+            "uinteger" => Self::UInteger,
+            "string" => Self::String,
+            "boolean" => Self::Boolean,
+            "time" => Self::Time,
+            _ => return None,
+        })
+    }
+
+    /// The Arrow type of this column everywhere: buffer, WAL, Parquet, query results.
+    pub fn arrow_type(self) -> DataType {
+        match self {
+            Self::Tag => DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+            Self::Float => DataType::Float64,
+            Self::Integer => DataType::Int64,
+            Self::UInteger => DataType::UInt64,
+            Self::String => DataType::Utf8,
+            Self::Boolean => DataType::Boolean,
+            Self::Time => DataType::Timestamp(TimeUnit::Nanosecond, None),
+        }
+    }
+
+    /// The Arrow field of a column of this type; only `time` is non-nullable.
+    pub fn arrow_field(self, name: &str) -> Field {
+        Field::new(name, self.arrow_type(), self != Self::Time)
+    }
+
+    pub fn is_field(self) -> bool {
+        !matches!(self, Self::Tag | Self::Time)
+    }
+}
+
+impl fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Tag => "a tag",
+            Self::Float => "a float field",
+            Self::Integer => "an integer field",
+            Self::UInteger => "an unsigned integer field",
+            Self::String => "a string field",
+            Self::Boolean => "a boolean field",
+            Self::Time => "the time column",
+        })
+    }
+}
+
+/// Identifier of a database row; never reused, also after a delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DatabaseId(pub i64);
+
+/// Identifier of a table row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableId(pub i64);
+
+/// A table and its columns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableSchema {
+    pub id: TableId,
+    pub name: Arc<str>,
+    /// Columns by name, `time` included.
+    pub columns: BTreeMap<Arc<str>, ColumnType>,
+}
+
+impl TableSchema {
+    pub fn column_type(&self, name: &str) -> Option<ColumnType> {
+        self.columns.get(name).copied()
+    }
+
+    /// The table's Arrow schema: every column, in name order.
+    pub fn arrow_schema(&self) -> SchemaRef {
+        Arc::new(Schema::new(
+            self.columns.iter().map(|(name, t)| t.arrow_field(name)).collect::<Vec<_>>(),
+        ))
+    }
+}
+
+/// A live database and its tables.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatabaseSchema {
+    pub id: DatabaseId,
+    pub name: Arc<str>,
+    pub tables: BTreeMap<Arc<str>, Arc<TableSchema>>,
+}
+
+impl DatabaseSchema {
+    pub fn table(&self, name: &str) -> Option<&Arc<TableSchema>> {
+        self.tables.get(name)
+    }
+}
+
+/// Everything committed, as of one moment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CatalogSnapshot {
+    pub databases: BTreeMap<Arc<str>, Arc<DatabaseSchema>>,
+}
+
+impl CatalogSnapshot {
+    pub fn database(&self, name: &str) -> Option<&Arc<DatabaseSchema>> {
+        self.databases.get(name)
+    }
+}
+
+/// Tables and columns a write needs that the snapshot it saw did not have.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SchemaChanges {
+    pub database: String,
+    /// Table name -> columns it needs (name -> type). `time` is added to new tables implicitly.
+    pub tables: BTreeMap<String, BTreeMap<String, ColumnType>>,
+}
+
+impl SchemaChanges {
+    pub fn new(database: impl Into<String>) -> Self {
+        Self { database: database.into(), tables: BTreeMap::new() }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty()
+    }
+}
+
+/// Checks a database name as InfluxDB 3 does: 1 to 64 ASCII letters, digits, `_` or `-`,
+/// starting with a letter or digit.
+pub fn validate_database_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        return Err("the name is empty");
+    }
+    if name.len() > 64 {
+        return Err("the name is longer than 64 characters");
+    }
+    if !name.as_bytes()[0].is_ascii_alphanumeric() {
+        return Err("the name must start with a letter or a digit");
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        return Err("only ASCII letters, digits, `_` and `-` are allowed");
+    }
+    Ok(())
+}

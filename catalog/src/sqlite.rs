@@ -1,0 +1,450 @@
+//! SQLite backend: the embedded default, one file in WAL mode inside `--data-dir`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use rusqlite::{Connection, params};
+
+use crate::model::{
+    CatalogSnapshot, ColumnType, DatabaseId, DatabaseSchema, SchemaChanges, TIME_COLUMN, TableId,
+    TableSchema, validate_database_name,
+};
+use crate::{Catalog, CatalogLimits, Error, Result};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS databases (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX IF NOT EXISTS databases_live_name ON databases(name) WHERE deleted = 0;
+CREATE TABLE IF NOT EXISTS tables (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    database_id INTEGER NOT NULL REFERENCES databases(id),
+    name TEXT NOT NULL,
+    UNIQUE (database_id, name)
+);
+CREATE TABLE IF NOT EXISTS columns (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    table_id INTEGER NOT NULL REFERENCES tables(id),
+    name TEXT NOT NULL,
+    column_type TEXT NOT NULL,
+    UNIQUE (table_id, name)
+);
+";
+
+/// Catalog in an SQLite file. Writers serialise on one connection; readers use the snapshot.
+#[derive(Debug)]
+pub struct SqliteCatalog {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// Held for the whole check-and-commit of a change, so the snapshot read under it is current.
+    conn: Mutex<Connection>,
+    snapshot: RwLock<Arc<CatalogSnapshot>>,
+    limits: CatalogLimits,
+}
+
+impl SqliteCatalog {
+    /// Opens or creates the catalog file at `path` and loads the snapshot.
+    pub fn open(path: &Path, limits: CatalogLimits) -> Result<Self> {
+        let open_err = |source| Error::Open { path: path.display().to_string(), source };
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+        // FULL: a committed schema change survives power loss before the write is acknowledged.
+        conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
+        conn.execute_batch(SCHEMA).map_err(open_err)?;
+        let snapshot = load_snapshot(&conn)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                conn: Mutex::new(conn),
+                snapshot: RwLock::new(Arc::new(snapshot)),
+                limits,
+            }),
+        })
+    }
+
+    /// Opens an in-memory catalog (tests).
+    pub fn open_in_memory(limits: CatalogLimits) -> Result<Self> {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                conn: Mutex::new(conn),
+                snapshot: RwLock::new(Arc::new(CatalogSnapshot::default())),
+                limits,
+            }),
+        })
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || f(&inner)).await.map_err(Error::Task)?
+    }
+}
+
+#[async_trait::async_trait]
+impl Catalog for SqliteCatalog {
+    fn snapshot(&self) -> Arc<CatalogSnapshot> {
+        Arc::clone(&self.inner.snapshot.read())
+    }
+
+    async fn create_database(&self, name: &str) -> Result<Arc<DatabaseSchema>> {
+        let name = name.to_owned();
+        self.blocking(move |inner| {
+            validate_database_name(&name)
+                .map_err(|reason| Error::InvalidDatabaseName { name: name.clone(), reason })?;
+            let mut conn = inner.conn.lock();
+            let current = Arc::clone(&inner.snapshot.read());
+            if current.database(&name).is_some() {
+                return Err(Error::DatabaseExists { name });
+            }
+            inner.check_database_limit(&current)?;
+            let tx = conn.transaction()?;
+            tx.execute("INSERT INTO databases (name) VALUES (?1)", params![name])?;
+            let id = DatabaseId(tx.last_insert_rowid());
+            tx.commit()?;
+            let db = Arc::new(DatabaseSchema { id, name: name.into(), tables: BTreeMap::new() });
+            let mut next = (*current).clone();
+            next.databases.insert(Arc::clone(&db.name), Arc::clone(&db));
+            *inner.snapshot.write() = Arc::new(next);
+            Ok(db)
+        })
+        .await
+    }
+
+    async fn apply(&self, changes: SchemaChanges) -> Result<Arc<CatalogSnapshot>> {
+        self.blocking(move |inner| inner.apply(changes)).await
+    }
+
+    async fn delete_database(&self, name: &str) -> Result<()> {
+        let name = name.to_owned();
+        self.blocking(move |inner| {
+            let conn = inner.conn.lock();
+            let current = Arc::clone(&inner.snapshot.read());
+            let Some(db) = current.database(&name) else {
+                return Err(Error::DatabaseNotFound { name });
+            };
+            conn.execute("UPDATE databases SET deleted = 1 WHERE id = ?1", params![db.id.0])?;
+            let mut next = (*current).clone();
+            next.databases.remove(name.as_str());
+            *inner.snapshot.write() = Arc::new(next);
+            Ok(())
+        })
+        .await
+    }
+}
+
+impl Inner {
+    fn check_database_limit(&self, current: &CatalogSnapshot) -> Result<()> {
+        if current.databases.len() >= self.limits.max_databases {
+            return Err(Error::TooManyDatabases { limit: self.limits.max_databases });
+        }
+        Ok(())
+    }
+
+    fn apply(&self, changes: SchemaChanges) -> Result<Arc<CatalogSnapshot>> {
+        let mut conn = self.conn.lock();
+        let current = Arc::clone(&self.snapshot.read());
+        let db_name = changes.database.as_str();
+        let existing_db = current.database(db_name).cloned();
+
+        // Work out what is really new under the lock: another writer may have added it since
+        // the caller's snapshot.
+        let mut new_tables: Vec<(&str, Vec<(&str, ColumnType)>)> = Vec::new();
+        let mut new_columns: Vec<(TableId, &str, Vec<(&str, ColumnType)>)> = Vec::new();
+        let table_count = existing_db.as_ref().map_or(0, |db| db.tables.len());
+        for (table, columns) in &changes.tables {
+            match existing_db.as_ref().and_then(|db| db.table(table)) {
+                Some(schema) => {
+                    let mut added = Vec::new();
+                    for (column, &sent) in columns {
+                        match schema.column_type(column) {
+                            Some(existing) if existing == sent => {}
+                            Some(existing) => {
+                                return Err(Error::TypeConflict {
+                                    table: table.clone(),
+                                    column: column.clone(),
+                                    existing,
+                                    sent,
+                                });
+                            }
+                            None => added.push((column.as_str(), sent)),
+                        }
+                    }
+                    if schema.columns.len() + added.len() > self.limits.max_columns_per_table {
+                        return Err(Error::TooManyColumns {
+                            database: db_name.to_owned(),
+                            table: table.clone(),
+                            limit: self.limits.max_columns_per_table,
+                        });
+                    }
+                    if !added.is_empty() {
+                        new_columns.push((schema.id, table.as_str(), added));
+                    }
+                }
+                None => {
+                    let mut cols: Vec<(&str, ColumnType)> =
+                        columns.iter().map(|(c, t)| (c.as_str(), *t)).collect();
+                    if !columns.contains_key(TIME_COLUMN) {
+                        cols.push((TIME_COLUMN, ColumnType::Time));
+                    }
+                    if cols.len() > self.limits.max_columns_per_table {
+                        return Err(Error::TooManyColumns {
+                            database: db_name.to_owned(),
+                            table: table.clone(),
+                            limit: self.limits.max_columns_per_table,
+                        });
+                    }
+                    new_tables.push((table.as_str(), cols));
+                }
+            }
+        }
+        if table_count + new_tables.len() > self.limits.max_tables_per_database {
+            return Err(Error::TooManyTables {
+                database: db_name.to_owned(),
+                limit: self.limits.max_tables_per_database,
+            });
+        }
+        if existing_db.is_some() && new_tables.is_empty() && new_columns.is_empty() {
+            return Ok(current);
+        }
+        if existing_db.is_none() {
+            validate_database_name(db_name).map_err(|reason| Error::InvalidDatabaseName {
+                name: db_name.to_owned(),
+                reason,
+            })?;
+            self.check_database_limit(&current)?;
+        }
+
+        let tx = conn.transaction()?;
+        let db_id = match &existing_db {
+            Some(db) => db.id,
+            None => {
+                tx.execute("INSERT INTO databases (name) VALUES (?1)", params![db_name])?;
+                DatabaseId(tx.last_insert_rowid())
+            }
+        };
+        let mut db = existing_db.map(|db| (*db).clone()).unwrap_or_else(|| DatabaseSchema {
+            id: db_id,
+            name: db_name.into(),
+            tables: BTreeMap::new(),
+        });
+        {
+            let mut insert_table =
+                tx.prepare_cached("INSERT INTO tables (database_id, name) VALUES (?1, ?2)")?;
+            let mut insert_column = tx.prepare_cached(
+                "INSERT INTO columns (table_id, name, column_type) VALUES (?1, ?2, ?3)",
+            )?;
+            for (table, columns) in new_tables {
+                insert_table.execute(params![db_id.0, table])?;
+                let table_id = TableId(tx.last_insert_rowid());
+                let mut schema = TableSchema {
+                    id: table_id,
+                    name: table.into(),
+                    columns: BTreeMap::new(),
+                };
+                for (column, column_type) in columns {
+                    insert_column.execute(params![table_id.0, column, column_type.as_str()])?;
+                    schema.columns.insert(column.into(), column_type);
+                }
+                db.tables.insert(Arc::clone(&schema.name), Arc::new(schema));
+            }
+            for (table_id, table, columns) in new_columns {
+                let mut schema = (**db.tables.get(table).expect("table came from this db")).clone();
+                for (column, column_type) in columns {
+                    insert_column.execute(params![table_id.0, column, column_type.as_str()])?;
+                    schema.columns.insert(column.into(), column_type);
+                }
+                db.tables.insert(Arc::clone(&schema.name), Arc::new(schema));
+            }
+        }
+        tx.commit()?;
+        let mut next = (*current).clone();
+        next.databases.insert(Arc::clone(&db.name), Arc::new(db));
+        let next = Arc::new(next);
+        *self.snapshot.write() = Arc::clone(&next);
+        Ok(next)
+    }
+}
+
+fn load_snapshot(conn: &Connection) -> Result<CatalogSnapshot> {
+    let mut snapshot = CatalogSnapshot::default();
+    let mut by_id: BTreeMap<i64, DatabaseSchema> = BTreeMap::new();
+    let mut stmt = conn.prepare("SELECT id, name FROM databases WHERE deleted = 0")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+    for row in rows {
+        let (id, name) = row?;
+        by_id.insert(
+            id,
+            DatabaseSchema { id: DatabaseId(id), name: name.into(), tables: BTreeMap::new() },
+        );
+    }
+    let mut tables: BTreeMap<i64, (i64, TableSchema)> = BTreeMap::new();
+    let mut stmt = conn.prepare("SELECT id, database_id, name FROM tables")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
+    })?;
+    for row in rows {
+        let (id, db_id, name) = row?;
+        if by_id.contains_key(&db_id) {
+            tables.insert(
+                id,
+                (db_id, TableSchema { id: TableId(id), name: name.into(), columns: BTreeMap::new() }),
+            );
+        }
+    }
+    let mut stmt = conn.prepare("SELECT table_id, name, column_type FROM columns")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+    })?;
+    for row in rows {
+        let (table_id, name, column_type) = row?;
+        if let Some((_, table)) = tables.get_mut(&table_id) {
+            let column_type =
+                ColumnType::parse(&column_type).ok_or(Error::UnknownColumnType(column_type))?;
+            table.columns.insert(name.into(), column_type);
+        }
+    }
+    for (_, (db_id, table)) in tables {
+        let db = by_id.get_mut(&db_id).expect("tables were filtered by live database");
+        db.tables.insert(Arc::clone(&table.name), Arc::new(table));
+    }
+    for (_, db) in by_id {
+        snapshot.databases.insert(Arc::clone(&db.name), Arc::new(db));
+    }
+    Ok(snapshot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn changes(db: &str, table: &str, cols: &[(&str, ColumnType)]) -> SchemaChanges {
+        let mut c = SchemaChanges::new(db);
+        c.tables.insert(
+            table.to_owned(),
+            cols.iter().map(|(n, t)| ((*n).to_owned(), *t)).collect(),
+        );
+        c
+    }
+
+    #[tokio::test]
+    async fn new_tables_and_columns_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.sqlite");
+        {
+            let cat = SqliteCatalog::open(&path, CatalogLimits::default()).unwrap();
+            cat.apply(changes("db", "cpu", &[("host", ColumnType::Tag), ("usage", ColumnType::Float)]))
+                .await
+                .unwrap();
+            cat.apply(changes("db", "cpu", &[("load", ColumnType::Integer)])).await.unwrap();
+        }
+        let cat = SqliteCatalog::open(&path, CatalogLimits::default()).unwrap();
+        let snap = cat.snapshot();
+        let table = snap.database("db").unwrap().table("cpu").unwrap();
+        assert_eq!(table.column_type("host"), Some(ColumnType::Tag));
+        assert_eq!(table.column_type("usage"), Some(ColumnType::Float));
+        assert_eq!(table.column_type("load"), Some(ColumnType::Integer));
+        assert_eq!(table.column_type("time"), Some(ColumnType::Time));
+    }
+
+    #[tokio::test]
+    async fn rejects_column_type_change_naming_both_types() {
+        let cat = SqliteCatalog::open_in_memory(CatalogLimits::default()).unwrap();
+        cat.apply(changes("db", "cpu", &[("usage", ColumnType::Float)])).await.unwrap();
+        let err = cat
+            .apply(changes("db", "cpu", &[("usage", ColumnType::String)]))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "column `usage` of table `cpu` is a float field, this write sends a string field"
+        );
+    }
+
+    #[tokio::test]
+    async fn limits_name_the_flag_to_raise() {
+        let limits = CatalogLimits { max_databases: 1, max_tables_per_database: 1, max_columns_per_table: 3 };
+        let cat = SqliteCatalog::open_in_memory(limits).unwrap();
+        cat.apply(changes("a", "t1", &[("f", ColumnType::Float)])).await.unwrap();
+        let err = cat.apply(changes("b", "t1", &[("f", ColumnType::Float)])).await.unwrap_err();
+        assert!(err.to_string().contains("--max-databases"), "{err}");
+        let err = cat.apply(changes("a", "t2", &[("f", ColumnType::Float)])).await.unwrap_err();
+        assert!(err.to_string().contains("--max-tables-per-database"), "{err}");
+        cat.apply(changes("a", "t1", &[("g", ColumnType::Float)])).await.unwrap();
+        let err = cat.apply(changes("a", "t1", &[("h", ColumnType::Float)])).await.unwrap_err();
+        assert!(err.to_string().contains("--max-columns-per-table"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn existing_columns_with_same_type_are_no_ops() {
+        let cat = SqliteCatalog::open_in_memory(CatalogLimits::default()).unwrap();
+        let first = cat.apply(changes("db", "cpu", &[("usage", ColumnType::Float)])).await.unwrap();
+        let second = cat.apply(changes("db", "cpu", &[("usage", ColumnType::Float)])).await.unwrap();
+        assert!(Arc::ptr_eq(&first, &second));
+    }
+
+    #[tokio::test]
+    async fn deleted_database_is_gone_and_its_name_reusable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.sqlite");
+        let cat = SqliteCatalog::open(&path, CatalogLimits::default()).unwrap();
+        cat.create_database("db").await.unwrap();
+        assert!(matches!(cat.create_database("db").await, Err(Error::DatabaseExists { .. })));
+        cat.delete_database("db").await.unwrap();
+        assert!(cat.snapshot().database("db").is_none());
+        assert!(matches!(cat.delete_database("db").await, Err(Error::DatabaseNotFound { .. })));
+        let again = cat.create_database("db").await.unwrap();
+        drop(cat);
+        let cat = SqliteCatalog::open(&path, CatalogLimits::default()).unwrap();
+        assert_eq!(cat.snapshot().database("db").unwrap().id, again.id);
+    }
+
+    #[tokio::test]
+    async fn invalid_database_names_are_rejected() {
+        let cat = SqliteCatalog::open_in_memory(CatalogLimits::default()).unwrap();
+        for bad in ["", "bad name", "_x", "a/b", &"x".repeat(65)] {
+            assert!(
+                matches!(cat.create_database(bad).await, Err(Error::InvalidDatabaseName { .. })),
+                "{bad}"
+            );
+        }
+        cat.create_database("ok_name-1").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn concurrent_writers_never_overshoot_the_column_limit() {
+        let limits = CatalogLimits { max_columns_per_table: 10, ..CatalogLimits::default() };
+        let cat = Arc::new(SqliteCatalog::open_in_memory(limits).unwrap());
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let cat = Arc::clone(&cat);
+            tasks.push(tokio::spawn(async move {
+                cat.apply(changes("db", "t", &[(&format!("c{i}"), ColumnType::Float)])).await
+            }));
+        }
+        let ok = futures_ok(tasks).await;
+        assert_eq!(ok, 9, "time plus nine fields fit in ten columns");
+        assert_eq!(cat.snapshot().database("db").unwrap().table("t").unwrap().columns.len(), 10);
+    }
+
+    async fn futures_ok(tasks: Vec<tokio::task::JoinHandle<Result<Arc<CatalogSnapshot>>>>) -> usize {
+        let mut ok = 0;
+        for t in tasks {
+            if t.await.unwrap().is_ok() {
+                ok += 1;
+            }
+        }
+        ok
+    }
+}

@@ -1,0 +1,520 @@
+//! The ingester: line protocol in, durable and queryable rows out.
+//!
+//! ```text
+//! body --parse+validate (blocking pool)--> per-table Arrow batches
+//!      --catalog.apply(new tables/columns)--> committed schema
+//!      --wal.append (group commit, fsync)----> sequence number   <- the write is acknowledged
+//!      --apply in sequence order-------------> Buffer (per db/table/UTC day) --> queries
+//! start: wal replay ------------------------> Buffer
+//! ```
+//!
+//! Invariants:
+//! - A write is acknowledged only after its entry is durable in the WAL (unless `no_sync`) and
+//!   applied to the buffer, so it is queryable the moment the client hears back.
+//! - Entries are applied to the buffer in sequence-number order, so the buffer's write order is
+//!   the WAL's and "last write wins" means the same before and after a restart.
+//! - A write, once it reached the WAL, runs to the end even if the client goes away.
+
+mod buffer;
+mod dedup;
+mod schema;
+mod write;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
+use catalog::Catalog;
+use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use wal::{EncodedEntry, SequenceNumber, TableBatch, Wal, WalConfig, WalEntry};
+
+use buffer::Buffer;
+
+/// Default for `--buffer-mem-limit`.
+pub const DEFAULT_BUFFER_MEM_LIMIT_BYTES: usize = 1024 * 1024 * 1024;
+
+/// How the ingester is set up.
+#[derive(Debug, Clone)]
+pub struct IngesterConfig {
+    /// Directory of the WAL segments; default `wal` (the binary puts it under `--data-dir`).
+    pub wal_dir: PathBuf,
+    /// Bytes of Arrow data the buffer may hold before writes get `BufferFull`; default 1 GiB.
+    pub buffer_mem_limit_bytes: usize,
+}
+
+impl Default for IngesterConfig {
+    fn default() -> Self {
+        Self { wal_dir: PathBuf::from("wal"), buffer_mem_limit_bytes: DEFAULT_BUFFER_MEM_LIMIT_BYTES }
+    }
+}
+
+/// Unit of the timestamps in a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// Guess by magnitude, as InfluxDB 3 does.
+    Auto,
+    Nanosecond,
+    Microsecond,
+    Millisecond,
+    Second,
+    Minute,
+    Hour,
+}
+
+impl Precision {
+    /// `ts` in nanoseconds, or None on overflow.
+    pub fn to_nanos(self, ts: i64) -> Option<i64> {
+        let factor: i64 = match self {
+            Self::Auto => return Self::guess(ts).to_nanos(ts),
+            Self::Nanosecond => 1,
+            Self::Microsecond => 1_000,
+            Self::Millisecond => 1_000_000,
+            Self::Second => 1_000_000_000,
+            Self::Minute => 60_000_000_000,
+            Self::Hour => 3_600_000_000_000,
+        };
+        ts.checked_mul(factor)
+    }
+
+    /// InfluxDB 3's guess: how many "seconds' worth" of nanoseconds the value has tells the unit.
+    fn guess(ts: i64) -> Self {
+        let val = ts.unsigned_abs() / 1_000_000_000;
+        if val < 5 {
+            Self::Second
+        } else if val < 5_000 {
+            Self::Millisecond
+        } else if val < 5_000_000 {
+            Self::Microsecond
+        } else {
+            Self::Nanosecond
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Nanosecond => "nanosecond",
+            Self::Microsecond => "microsecond",
+            Self::Millisecond => "millisecond",
+            Self::Second => "second",
+            Self::Minute => "minute",
+            Self::Hour => "hour",
+        }
+    }
+}
+
+/// One write request.
+#[derive(Debug, Clone)]
+pub struct WriteRequest {
+    pub database: String,
+    /// Line protocol, already decompressed.
+    pub body: bytes::Bytes,
+    pub precision: Precision,
+    /// Keep the good lines when some are rejected (v3 default); otherwise keep none.
+    pub accept_partial: bool,
+    /// Acknowledge once written to the OS, without waiting for fsync.
+    pub no_sync: bool,
+}
+
+/// A line that was not written, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RejectedLine {
+    pub line_number: usize,
+    pub original_line: String,
+    pub error_message: String,
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOutcome {
+    pub lines_written: usize,
+    /// Lines rejected; non-empty means the client gets a partial-write error.
+    pub rejected: Vec<RejectedLine>,
+}
+
+/// Errors of a whole write request.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(
+        "the write buffer holds {size_bytes} bytes, over its limit of {limit_bytes}; retry later or raise --buffer-mem-limit (TRIBUTARY_BUFFER_MEM_LIMIT)"
+    )]
+    BufferFull { size_bytes: usize, limit_bytes: usize },
+    #[error("{0}")]
+    Catalog(#[source] catalog::Error),
+    #[error("cannot append to the write-ahead log")]
+    Wal(#[source] wal::Error),
+    #[error("cannot build Arrow batches for the write")]
+    Arrow(#[source] ArrowError),
+    #[error("write task failed")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+/// Errors of start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("cannot open the write-ahead log in {dir}")]
+    Wal { dir: PathBuf, #[source] source: wal::Error },
+}
+
+#[derive(Debug, Default)]
+struct Metrics {
+    write_requests: Counter,
+    lines_written: Counter,
+    lines_rejected: Counter,
+    bytes_received: Counter,
+    buffer_bytes: Gauge,
+}
+
+impl Metrics {
+    fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("tributary_ingester");
+        r.register("write_requests", "Write requests received", self.write_requests.clone());
+        r.register("lines_written", "Lines of line protocol written", self.lines_written.clone());
+        r.register("lines_rejected", "Lines of line protocol rejected", self.lines_rejected.clone());
+        r.register("bytes_received", "Bytes of line protocol received (decompressed)", self.bytes_received.clone());
+        r.register("buffer_bytes", "Bytes of Arrow data in the write buffer", self.buffer_bytes.clone());
+    }
+}
+
+/// Applies WAL entries to the buffer in sequence order, whatever order their writers finish in.
+#[derive(Debug)]
+struct ApplyQueue {
+    next: u64,
+    pending: BTreeMap<u64, Vec<TableBatch>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: IngesterConfig,
+    catalog: Arc<dyn Catalog>,
+    wal: Wal,
+    buffer: Buffer,
+    apply_queue: Mutex<ApplyQueue>,
+    /// Highest sequence number applied to the buffer, with all below it.
+    applied: watch::Sender<u64>,
+    metrics: Metrics,
+}
+
+/// Handle to the ingester; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Ingester {
+    inner: Arc<Inner>,
+}
+
+impl Ingester {
+    /// Opens the WAL, replays it into the buffer and returns the running ingester.
+    pub fn new(
+        config: IngesterConfig,
+        catalog: Arc<dyn Catalog>,
+        registry: &mut Registry,
+    ) -> Result<Self, InitError> {
+        let buffer = Buffer::default();
+        let mut replayed = 0u64;
+        let wal_config = WalConfig { dir: config.wal_dir.clone(), ..WalConfig::default() };
+        let wal = Wal::open(wal_config, registry, |seq, entry| {
+            replayed += 1;
+            for t in entry.tables {
+                buffer.apply(seq.0, &t.database, &t.table, t.batch)?;
+            }
+            Ok(())
+        })
+        .map_err(|source| InitError::Wal { dir: config.wal_dir.clone(), source })?;
+        let last = wal.last_sequence_number().map_or(0, |s| s.0);
+        tracing::info!(entries = replayed, last_sequence = last, buffer_bytes = buffer.size_bytes(), "replayed the write-ahead log");
+        let metrics = Metrics::default();
+        metrics.register(registry);
+        metrics.buffer_bytes.set(buffer.size_bytes() as i64);
+        let (applied, _) = watch::channel(last);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                catalog,
+                wal,
+                buffer,
+                apply_queue: Mutex::new(ApplyQueue { next: last + 1, pending: BTreeMap::new() }),
+                applied,
+                metrics,
+            }),
+        })
+    }
+
+    /// Writes a body. The future may be dropped: the write goes on to the end in its own task.
+    pub async fn write(&self, request: WriteRequest) -> Result<WriteOutcome, WriteError> {
+        let this = self.clone();
+        tokio::spawn(async move { this.write_inner(request).await })
+            .await
+            .map_err(WriteError::Task)?
+    }
+
+    async fn write_inner(&self, request: WriteRequest) -> Result<WriteOutcome, WriteError> {
+        let inner = &self.inner;
+        inner.metrics.write_requests.inc();
+        inner.metrics.bytes_received.inc_by(request.body.len() as u64);
+        let size_bytes = inner.buffer.size_bytes();
+        if size_bytes > inner.config.buffer_mem_limit_bytes {
+            return Err(WriteError::BufferFull {
+                size_bytes,
+                limit_bytes: inner.config.buffer_mem_limit_bytes,
+            });
+        }
+        let default_time_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+
+        // A concurrent writer may commit a column with another type between our snapshot and
+        // our commit; then build again against the newer snapshot, which rejects those lines.
+        let mut attempts = 0;
+        let (built, encoded) = loop {
+            attempts += 1;
+            let snapshot = inner.catalog.snapshot();
+            let request = request.clone();
+            let (built, encoded) = tokio::task::spawn_blocking(move || {
+                let db = snapshot.database(&request.database).map(Arc::as_ref);
+                let built = write::build_write(
+                    &request.database,
+                    db,
+                    &request.body,
+                    request.precision,
+                    default_time_ns,
+                )?;
+                if built.tables.is_empty() || (!built.rejected.is_empty() && !request.accept_partial) {
+                    return Ok::<_, ArrowError>((built, None));
+                }
+                let entry = WalEntry {
+                    tables: built
+                        .tables
+                        .iter()
+                        .map(|(table, batch)| TableBatch {
+                            database: request.database.clone(),
+                            table: table.clone(),
+                            batch: batch.clone(),
+                        })
+                        .collect(),
+                };
+                let encoded = EncodedEntry::encode(&entry)
+                    .map_err(|e| ArrowError::ExternalError(Box::new(e)))?;
+                Ok((built, Some((entry, encoded))))
+            })
+            .await
+            .map_err(WriteError::Task)?
+            .map_err(WriteError::Arrow)?;
+            if encoded.is_none() || built.changes.is_empty() {
+                break (built, encoded);
+            }
+            match inner.catalog.apply(built.changes.clone()).await {
+                Ok(_) => break (built, encoded),
+                Err(catalog::Error::TypeConflict { .. }) if attempts < 3 => continue,
+                Err(e) => return Err(WriteError::Catalog(e)),
+            }
+        };
+
+        self.count_rejections(&request, &built);
+        let Some((entry, encoded)) = encoded else {
+            // Nothing to write: no valid line, or some invalid and partial writes refused.
+            return Ok(WriteOutcome { lines_written: 0, rejected: built.rejected });
+        };
+        let sequence = inner.wal.append(encoded, !request.no_sync).await.map_err(WriteError::Wal)?;
+        self.apply_in_order(sequence, entry.tables).map_err(WriteError::Arrow)?;
+        let mut applied = inner.applied.subscribe();
+        applied
+            .wait_for(|&a| a >= sequence.0)
+            .await
+            .expect("the sender lives as long as the ingester");
+        inner.metrics.lines_written.inc_by(built.lines_written as u64);
+        Ok(WriteOutcome { lines_written: built.lines_written, rejected: built.rejected })
+    }
+
+    fn count_rejections(&self, request: &WriteRequest, built: &write::BuiltWrite) {
+        if built.rejected.is_empty() {
+            return;
+        }
+        self.inner.metrics.lines_rejected.inc_by(built.rejected.len() as u64);
+        // Bounded: one bad client must not flood the log.
+        for r in built.rejected.iter().take(5) {
+            tracing::warn!(db = %request.database, line = r.line_number, error = %r.error_message, "rejected line");
+        }
+        if built.rejected.len() > 5 {
+            tracing::warn!(db = %request.database, more = built.rejected.len() - 5, "more lines rejected in this write");
+        }
+    }
+
+    fn apply_in_order(&self, sequence: SequenceNumber, tables: Vec<TableBatch>) -> Result<(), ArrowError> {
+        let inner = &self.inner;
+        let mut queue = inner.apply_queue.lock();
+        queue.pending.insert(sequence.0, tables);
+        let mut result = Ok(());
+        while let Some(tables) = {
+            let next = queue.next;
+            queue.pending.remove(&next)
+        } {
+            for t in tables {
+                if let Err(e) = inner.buffer.apply(queue.next, &t.database, &t.table, t.batch) {
+                    result = Err(e);
+                }
+            }
+            let applied = queue.next;
+            queue.next += 1;
+            inner.applied.send_replace(applied);
+        }
+        inner.metrics.buffer_bytes.set(inner.buffer.size_bytes() as i64);
+        result
+    }
+
+    /// Deduplicated buffered rows of a table in partitions that may overlap
+    /// `[min_time_ns, max_time_ns]`, conformed to `schema`.
+    pub fn read_table(
+        &self,
+        database: &str,
+        table: &str,
+        schema: &SchemaRef,
+        min_time_ns: i64,
+        max_time_ns: i64,
+    ) -> Result<Vec<RecordBatch>, ArrowError> {
+        let out = self.inner.buffer.read(database, table, schema, min_time_ns, max_time_ns);
+        self.inner.metrics.buffer_bytes.set(self.inner.buffer.size_bytes() as i64);
+        out
+    }
+
+    /// Drops a deleted database's buffered rows.
+    pub fn drop_database(&self, database: &str) {
+        self.inner.buffer.drop_database(database);
+        self.inner.metrics.buffer_bytes.set(self.inner.buffer.size_bytes() as i64);
+    }
+
+    /// Bytes of Arrow data in the buffer.
+    pub fn buffer_size_bytes(&self) -> usize {
+        self.inner.buffer.size_bytes()
+    }
+
+    /// Finishes queued WAL writes, fsyncs and closes the WAL. Later writes fail.
+    pub fn shutdown(&self) -> Result<(), wal::Error> {
+        self.inner.wal.close()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::util::pretty::pretty_format_batches;
+    use catalog::{CatalogLimits, SqliteCatalog};
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        catalog: Arc<dyn Catalog>,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let catalog = Arc::new(
+                SqliteCatalog::open(&dir.path().join("catalog.sqlite"), CatalogLimits::default()).unwrap(),
+            );
+            Self { dir, catalog }
+        }
+
+        fn ingester(&self, buffer_mem_limit_bytes: usize) -> Ingester {
+            let config = IngesterConfig { wal_dir: self.dir.path().join("wal"), buffer_mem_limit_bytes };
+            Ingester::new(config, Arc::clone(&self.catalog), &mut Registry::default()).unwrap()
+        }
+
+        fn rows(&self, ingester: &Ingester, table: &str) -> String {
+            let snapshot = self.catalog.snapshot();
+            let schema = snapshot.database("db").unwrap().table(table).unwrap().arrow_schema();
+            let batches = ingester.read_table("db", table, &schema, i64::MIN, i64::MAX).unwrap();
+            pretty_format_batches(&batches).unwrap().to_string()
+        }
+    }
+
+    fn request(body: &str) -> WriteRequest {
+        WriteRequest {
+            database: "db".into(),
+            body: bytes::Bytes::from(body.to_owned()),
+            precision: Precision::Nanosecond,
+            accept_partial: true,
+            no_sync: false,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn acknowledged_write_is_readable_at_once_and_after_restart() {
+        let f = Fixture::new();
+        let ingester = f.ingester(1 << 30);
+        ingester.write(request("m,t=a f=1,g=2 100\nm,t=b f=5 100")).await.unwrap();
+        ingester.write(request("m,t=a f=3 100")).await.unwrap();
+        let expected = f.rows(&ingester, "m");
+        assert_eq!(
+            expected,
+            "+-----+-----+---+-------------------------------+\n\
+             | f   | g   | t | time                          |\n\
+             +-----+-----+---+-------------------------------+\n\
+             | 3.0 | 2.0 | a | 1970-01-01T00:00:00.000000100 |\n\
+             | 5.0 |     | b | 1970-01-01T00:00:00.000000100 |\n\
+             +-----+-----+---+-------------------------------+"
+        );
+        ingester.shutdown().unwrap();
+        drop(ingester);
+        let reopened = f.ingester(1 << 30);
+        assert_eq!(f.rows(&reopened, "m"), expected);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn partial_writes_are_refused_whole_when_not_accepted() {
+        let f = Fixture::new();
+        let ingester = f.ingester(1 << 30);
+        let mut req = request("m f=1 1\nm f=\"x\" 2");
+        req.accept_partial = false;
+        let outcome = ingester.write(req).await.unwrap();
+        assert_eq!(outcome.lines_written, 0);
+        assert_eq!(outcome.rejected.len(), 1);
+        assert!(f.catalog.snapshot().database("db").is_none(), "nothing was committed");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_past_the_buffer_limit_are_refused_with_the_flag_name() {
+        let f = Fixture::new();
+        let ingester = f.ingester(1024 * 1024);
+        let line: String = (0..2000).map(|i| format!("m,t=t{i} f={i} {i}\n")).collect();
+        let mut refused = None;
+        for _ in 0..200 {
+            match ingester.write(request(&line)).await {
+                Ok(_) => {}
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
+            }
+        }
+        let e = refused.expect("the buffer limit is reached");
+        assert!(matches!(e, WriteError::BufferFull { .. }));
+        assert!(e.to_string().contains("--buffer-mem-limit"), "{e}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_to_one_key_resolve_in_wal_order_after_restart() {
+        let f = Fixture::new();
+        let ingester = f.ingester(1 << 30);
+        let mut tasks = Vec::new();
+        for i in 0..32 {
+            let ingester = ingester.clone();
+            tasks.push(tokio::spawn(async move {
+                ingester.write(request(&format!("m,t=a f={i} 1\nm,t=k{i} f={i} 1"))).await.unwrap()
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let before = f.rows(&ingester, "m");
+        assert_eq!(before.lines().count(), 33 + 4, "one row for `a`, one per k{{i}}, plus borders");
+        ingester.shutdown().unwrap();
+        drop(ingester);
+        assert_eq!(f.rows(&f.ingester(1 << 30), "m"), before);
+    }
+}

@@ -1,0 +1,491 @@
+//! Line protocol body -> per-table Arrow batches, validated against the catalog.
+//!
+//! The parser fills one reusable [`ParsedLine`]; values go straight into per-table column
+//! builders, so the hot path allocates per table and column, not per line.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
+    StringDictionaryBuilder, TimestampNanosecondBuilder, UInt64Builder,
+};
+use arrow::datatypes::{Int32Type, Schema};
+use arrow::error::ArrowError;
+use catalog::{ColumnType, DatabaseSchema, SchemaChanges, TIME_COLUMN, TableSchema};
+use line_protocol::{FieldValue, LineParser, ParsedLine};
+
+use crate::schema::arrow_field;
+use crate::{Precision, RejectedLine};
+
+/// What a body turned into: rows per table, the schema changes they need, the rejected lines.
+#[derive(Debug)]
+pub(crate) struct BuiltWrite {
+    pub(crate) tables: Vec<(String, RecordBatch)>,
+    pub(crate) changes: SchemaChanges,
+    pub(crate) rejected: Vec<RejectedLine>,
+    pub(crate) lines_written: usize,
+}
+
+/// Parses and validates `body` against `db` (None when the database does not exist yet).
+pub(crate) fn build_write(
+    database: &str,
+    db: Option<&DatabaseSchema>,
+    body: &[u8],
+    precision: Precision,
+    default_time_ns: i64,
+) -> Result<BuiltWrite, ArrowError> {
+    let mut parser = LineParser::new(body);
+    let mut line = ParsedLine::default();
+    let mut tables: Vec<TableBuilder> = Vec::new();
+    let mut table_index: HashMap<String, usize> = HashMap::new();
+    let mut last_table: Option<usize> = None;
+    let mut rejected = Vec::new();
+    let mut lines_written = 0;
+
+    while let Some(result) = parser.next_line(&mut line) {
+        if let Err(e) = result {
+            rejected.push(RejectedLine {
+                line_number: e.line_number,
+                original_line: e.original_lossy(),
+                error_message: e.kind.to_string(),
+            });
+            continue;
+        }
+        let t = match last_table {
+            Some(i) if tables[i].name == line.measurement.as_ref() => i,
+            _ => match table_index.get(line.measurement.as_ref()) {
+                Some(&i) => i,
+                None => {
+                    let name = line.measurement.to_string();
+                    let schema = db.and_then(|d| d.table(&name)).cloned();
+                    tables.push(TableBuilder::new(name.clone(), schema));
+                    table_index.insert(name, tables.len() - 1);
+                    tables.len() - 1
+                }
+            },
+        };
+        last_table = Some(t);
+        match tables[t].push_line(&line, precision, default_time_ns) {
+            Ok(()) => lines_written += 1,
+            Err(message) => rejected.push(RejectedLine {
+                line_number: line.line_number,
+                original_line: String::from_utf8_lossy(line.original).into_owned(),
+                error_message: message,
+            }),
+        }
+    }
+
+    let mut changes = SchemaChanges::new(database);
+    let mut batches = Vec::with_capacity(tables.len());
+    for table in tables {
+        if table.rows == 0 {
+            continue;
+        }
+        if !table.new_columns.is_empty() || table.schema.is_none() {
+            changes.tables.insert(table.name.clone(), table.new_columns.clone());
+        }
+        let name = table.name.clone();
+        batches.push((name, table.finish()?));
+    }
+    Ok(BuiltWrite { tables: batches, changes, rejected, lines_written })
+}
+
+struct TableBuilder {
+    name: String,
+    /// The committed schema, if the table exists.
+    schema: Option<Arc<TableSchema>>,
+    /// Columns this write adds, with the type of their first use.
+    new_columns: BTreeMap<String, ColumnType>,
+    columns: Vec<ColumnBuilder>,
+    column_index: HashMap<String, usize>,
+    /// Column of each key of the previous line, in line order: lines of one table usually
+    /// repeat their keys, so a string compare replaces a hash lookup.
+    last_line_columns: Vec<usize>,
+    time: TimestampNanosecondBuilder,
+    rows: usize,
+    /// Scratch: the column of each key of the line being added.
+    line_columns: Vec<usize>,
+}
+
+struct ColumnBuilder {
+    name: String,
+    column_type: ColumnType,
+    values: Values,
+}
+
+enum Values {
+    Tag(StringDictionaryBuilder<Int32Type>),
+    Float(Float64Builder),
+    Integer(Int64Builder),
+    UInteger(UInt64Builder),
+    String(StringBuilder),
+    Boolean(BooleanBuilder),
+}
+
+impl Values {
+    fn new(column_type: ColumnType) -> Self {
+        match column_type {
+            ColumnType::Tag => Self::Tag(StringDictionaryBuilder::new()),
+            ColumnType::Float => Self::Float(Float64Builder::new()),
+            ColumnType::Integer => Self::Integer(Int64Builder::new()),
+            ColumnType::UInteger => Self::UInteger(UInt64Builder::new()),
+            ColumnType::String => Self::String(StringBuilder::new()),
+            ColumnType::Boolean => Self::Boolean(BooleanBuilder::new()),
+            ColumnType::Time => unreachable!("time has its own builder"),
+        }
+    }
+
+    fn len(&self) -> usize {
+        use arrow::array::ArrayBuilder;
+        match self {
+            Self::Tag(b) => b.len(),
+            Self::Float(b) => b.len(),
+            Self::Integer(b) => b.len(),
+            Self::UInteger(b) => b.len(),
+            Self::String(b) => b.len(),
+            Self::Boolean(b) => b.len(),
+        }
+    }
+
+    fn append_nulls(&mut self, n: usize) {
+        match self {
+            Self::Tag(b) => b.append_nulls(n),
+            Self::Float(b) => b.append_nulls(n),
+            Self::Integer(b) => b.append_nulls(n),
+            Self::UInteger(b) => b.append_nulls(n),
+            Self::String(b) => b.append_nulls(n),
+            Self::Boolean(b) => b.append_nulls(n),
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            Self::Tag(b) => Arc::new(b.finish()),
+            Self::Float(b) => Arc::new(b.finish()),
+            Self::Integer(b) => Arc::new(b.finish()),
+            Self::UInteger(b) => Arc::new(b.finish()),
+            Self::String(b) => Arc::new(b.finish()),
+            Self::Boolean(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+fn field_type(value: &FieldValue<'_>) -> ColumnType {
+    match value {
+        FieldValue::F64(_) => ColumnType::Float,
+        FieldValue::I64(_) => ColumnType::Integer,
+        FieldValue::U64(_) => ColumnType::UInteger,
+        FieldValue::String(_) => ColumnType::String,
+        FieldValue::Bool(_) => ColumnType::Boolean,
+    }
+}
+
+impl TableBuilder {
+    fn new(name: String, schema: Option<Arc<TableSchema>>) -> Self {
+        Self {
+            name,
+            schema,
+            new_columns: BTreeMap::new(),
+            columns: Vec::new(),
+            column_index: HashMap::new(),
+            last_line_columns: Vec::new(),
+            time: TimestampNanosecondBuilder::new(),
+            rows: 0,
+            line_columns: Vec::new(),
+        }
+    }
+
+    /// Adds one line, or explains why it is rejected (then nothing of it is added).
+    fn push_line(
+        &mut self,
+        line: &ParsedLine<'_>,
+        precision: Precision,
+        default_time_ns: i64,
+    ) -> Result<(), String> {
+        let time_ns = match line.timestamp {
+            Some(ts) => precision.to_nanos(ts).ok_or_else(|| {
+                format!("timestamp {ts} is out of range for precision {}", precision.name())
+            })?,
+            None => default_time_ns,
+        };
+
+        // Validate every key before touching a builder, so a rejected line leaves no trace.
+        self.line_columns.clear();
+        let keys = line
+            .tags
+            .iter()
+            .map(|(k, _)| (k.as_ref(), ColumnType::Tag))
+            .chain(line.fields.iter().map(|(k, v)| (k.as_ref(), field_type(v))));
+        for (position, (key, sent)) in keys.enumerate() {
+            let column = self.resolve_column(position, key, sent)?;
+            self.line_columns.push(column);
+        }
+
+        if self.line_columns.iter().filter(|&&c| c == usize::MAX).count() > 1 {
+            // Two new keys of one line: the parser rejects a repeated tag or field, so only a
+            // tag and a field of the same name can clash here.
+            for (field, _) in &line.fields {
+                if line.tags.iter().any(|(tag, _)| tag == field) {
+                    return Err(format!("`{field}` is both a tag and a field in the line"));
+                }
+            }
+        }
+        let mut columns = std::mem::take(&mut self.line_columns);
+        for (position, column) in columns.iter_mut().enumerate() {
+            if *column == usize::MAX {
+                let (key, sent) = if position < line.tags.len() {
+                    (line.tags[position].0.as_ref(), ColumnType::Tag)
+                } else {
+                    let (k, v) = &line.fields[position - line.tags.len()];
+                    (k.as_ref(), field_type(v))
+                };
+                *column = self.add_column(key, sent);
+            }
+        }
+        for (i, (_, value)) in line.tags.iter().enumerate() {
+            if let Values::Tag(b) = &mut self.columns[columns[i]].values {
+                b.append_value(value.as_ref());
+            }
+        }
+        for (i, (_, value)) in line.fields.iter().enumerate() {
+            let column = &mut self.columns[columns[line.tags.len() + i]].values;
+            match (column, value) {
+                (Values::Float(b), FieldValue::F64(v)) => b.append_value(*v),
+                (Values::Integer(b), FieldValue::I64(v)) => b.append_value(*v),
+                (Values::UInteger(b), FieldValue::U64(v)) => b.append_value(*v),
+                (Values::String(b), FieldValue::String(v)) => b.append_value(v.as_ref()),
+                (Values::Boolean(b), FieldValue::Bool(v)) => b.append_value(*v),
+                _ => unreachable!("types were validated above"),
+            }
+        }
+        self.time.append_value(time_ns);
+        self.rows += 1;
+        for c in &mut self.columns {
+            if c.values.len() < self.rows {
+                c.values.append_null();
+            }
+        }
+        self.last_line_columns.clear();
+        self.last_line_columns.extend_from_slice(&columns);
+        self.line_columns = columns;
+        Ok(())
+    }
+
+    /// The builder index of `key`, `usize::MAX` for a valid column this write has not seen yet,
+    /// or the reason the line is rejected.
+    fn resolve_column(&self, position: usize, key: &str, sent: ColumnType) -> Result<usize, String> {
+        let existing = match self.last_line_columns.get(position) {
+            Some(&c) if self.columns[c].name == key => Some(c),
+            _ => self.column_index.get(key).copied(),
+        };
+        if let Some(c) = existing {
+            if self.line_columns.contains(&c) {
+                return Err(format!("column `{key}` appears twice in the line"));
+            }
+            let column = &self.columns[c];
+            if column.column_type != sent {
+                return Err(conflict(&self.name, key, column.column_type, sent));
+            }
+            return Ok(c);
+        }
+        if key == TIME_COLUMN {
+            return Err(format!("`{TIME_COLUMN}` is reserved for the timestamp and cannot be a tag or field"));
+        }
+        let known = self
+            .schema
+            .as_ref()
+            .and_then(|s| s.column_type(key))
+            .or_else(|| self.new_columns.get(key).copied());
+        if let Some(existing) = known {
+            if existing != sent {
+                return Err(conflict(&self.name, key, existing, sent));
+            }
+        }
+        // A new column can still clash with an earlier key of the same line (`m,a=1 a=2`).
+        Ok(usize::MAX)
+    }
+
+    fn add_column(&mut self, key: &str, column_type: ColumnType) -> usize {
+        if let Some(&c) = self.column_index.get(key) {
+            return c;
+        }
+        let mut values = Values::new(column_type);
+        values.append_nulls(self.rows);
+        self.columns.push(ColumnBuilder { name: key.to_owned(), column_type, values });
+        self.column_index.insert(key.to_owned(), self.columns.len() - 1);
+        if self.schema.as_ref().and_then(|s| s.column_type(key)).is_none() {
+            self.new_columns.insert(key.to_owned(), column_type);
+        }
+        self.columns.len() - 1
+    }
+
+    fn finish(mut self) -> Result<RecordBatch, ArrowError> {
+        let mut named: Vec<(String, ColumnType, ArrayRef)> = self
+            .columns
+            .iter_mut()
+            .map(|c| (c.name.clone(), c.column_type, c.values.finish()))
+            .collect();
+        named.push((TIME_COLUMN.to_owned(), ColumnType::Time, Arc::new(self.time.finish())));
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        let fields: Vec<_> = named.iter().map(|(n, t, _)| arrow_field(n, *t)).collect();
+        let arrays = named.into_iter().map(|(_, _, a)| a).collect();
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
+    }
+}
+
+impl Values {
+    fn append_null(&mut self) {
+        self.append_nulls(1);
+    }
+}
+
+fn conflict(table: &str, column: &str, existing: ColumnType, sent: ColumnType) -> String {
+    format!("column `{column}` of table `{table}` is {existing}, this write sends {sent}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::util::pretty::pretty_format_batches;
+    use catalog::{DatabaseId, TableId};
+
+    fn build(body: &str, db: Option<&DatabaseSchema>) -> BuiltWrite {
+        build_write("db", db, body.as_bytes(), Precision::Nanosecond, 42).unwrap()
+    }
+
+    fn table(batch: &RecordBatch) -> String {
+        pretty_format_batches(&[batch.clone()]).unwrap().to_string()
+    }
+
+    fn db_with_float_usage() -> DatabaseSchema {
+        let mut columns = BTreeMap::new();
+        columns.insert(Arc::from("usage"), ColumnType::Float);
+        columns.insert(Arc::from("time"), ColumnType::Time);
+        let cpu = TableSchema { id: TableId(1), name: Arc::from("cpu"), columns };
+        let mut tables = BTreeMap::new();
+        tables.insert(Arc::from("cpu"), Arc::new(cpu));
+        DatabaseSchema { id: DatabaseId(1), name: Arc::from("db"), tables }
+    }
+
+    #[test]
+    fn lines_become_one_batch_per_table_with_nulls_for_missing_columns() {
+        let built = build("cpu,host=a usage=1 10\nmem free=2i 20\ncpu,host=b,dc=x idle=3 30\n", None);
+        assert_eq!(built.lines_written, 3);
+        assert!(built.rejected.is_empty());
+        let names: Vec<&str> = built.tables.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["cpu", "mem"]);
+        assert_eq!(
+            table(&built.tables[0].1),
+            "+----+------+------+-------------------------------+-------+\n\
+             | dc | host | idle | time                          | usage |\n\
+             +----+------+------+-------------------------------+-------+\n\
+             |    | a    |      | 1970-01-01T00:00:00.000000010 | 1.0   |\n\
+             | x  | b    | 3.0  | 1970-01-01T00:00:00.000000030 |       |\n\
+             +----+------+------+-------------------------------+-------+"
+        );
+        let cpu = &built.changes.tables["cpu"];
+        assert_eq!(cpu["host"], ColumnType::Tag);
+        assert_eq!(cpu["usage"], ColumnType::Float);
+        assert_eq!(built.changes.tables["mem"]["free"], ColumnType::Integer);
+    }
+
+    #[test]
+    fn rejects_field_type_change_with_line_number_and_keeps_the_good_lines() {
+        let db = db_with_float_usage();
+        let built = build("cpu usage=1 1\ncpu usage=\"x\" 2\ncpu usage=3i 3\ncpu usage=4 4", Some(&db));
+        assert_eq!(built.lines_written, 2);
+        let rejected: Vec<(usize, &str)> =
+            built.rejected.iter().map(|r| (r.line_number, r.error_message.as_str())).collect();
+        assert_eq!(
+            rejected,
+            [
+                (2, "column `usage` of table `cpu` is a float field, this write sends a string field"),
+                (3, "column `usage` of table `cpu` is a float field, this write sends an integer field"),
+            ]
+        );
+        assert_eq!(built.tables[0].1.num_rows(), 2);
+        assert!(built.changes.is_empty());
+    }
+
+    #[test]
+    fn the_first_line_decides_a_new_columns_type_within_a_body() {
+        let built = build("m f=1i 1\nm f=2 2", None);
+        assert_eq!(built.lines_written, 1);
+        assert_eq!(built.rejected[0].line_number, 2);
+        assert!(built.rejected[0].error_message.contains("is an integer field"));
+    }
+
+    #[test]
+    fn a_name_used_as_tag_and_field_is_rejected() {
+        let built = build("m,a=x a=1 1\nm,b=x c=1 2\nm b=2 3", None);
+        assert_eq!(built.lines_written, 1);
+        let lines: Vec<usize> = built.rejected.iter().map(|r| r.line_number).collect();
+        assert_eq!(lines, [1, 3]);
+    }
+
+    #[test]
+    fn time_is_reserved() {
+        let built = build("m,time=x f=1 1\nm time=1 2", None);
+        assert_eq!(built.lines_written, 0);
+        assert_eq!(built.rejected.len(), 2);
+        assert!(built.rejected[0].error_message.contains("reserved"));
+    }
+
+    #[test]
+    fn parse_errors_carry_line_numbers_and_original_text() {
+        let built = build("m f=1 1\n\n# comment\nm f= 2\nm f=1 3", None);
+        assert_eq!(built.lines_written, 2);
+        assert_eq!(built.rejected.len(), 1);
+        assert_eq!(built.rejected[0].line_number, 4);
+        assert_eq!(built.rejected[0].original_line, "m f= 2");
+    }
+
+    #[test]
+    fn missing_timestamp_uses_the_request_time() {
+        let built = build("m f=1", None);
+        assert!(table(&built.tables[0].1).contains("1970-01-01T00:00:00.000000042"));
+    }
+
+    #[test]
+    fn precision_scales_timestamps_and_auto_guesses_by_magnitude() {
+        assert_eq!(Precision::Second.to_nanos(1), Some(1_000_000_000));
+        assert_eq!(Precision::Minute.to_nanos(1), Some(60_000_000_000));
+        assert_eq!(Precision::Hour.to_nanos(1), Some(3_600_000_000_000));
+        assert_eq!(Precision::Millisecond.to_nanos(1), Some(1_000_000));
+        assert_eq!(Precision::Microsecond.to_nanos(1), Some(1_000));
+        let s = 1_700_000_000;
+        assert_eq!(Precision::Auto.to_nanos(s), Some(s * 1_000_000_000));
+        assert_eq!(Precision::Auto.to_nanos(s * 1_000), Some(s * 1_000_000_000));
+        assert_eq!(Precision::Auto.to_nanos(s * 1_000_000), Some(s * 1_000_000_000));
+        assert_eq!(Precision::Auto.to_nanos(s * 1_000_000_000), Some(s * 1_000_000_000));
+        assert_eq!(Precision::Second.to_nanos(i64::MAX), None);
+    }
+
+    #[test]
+    fn out_of_range_timestamp_is_rejected_not_wrapped() {
+        let built = build_write("db", None, b"m f=1 9223372036854775807", Precision::Second, 0).unwrap();
+        assert_eq!(built.lines_written, 0);
+        assert!(built.rejected[0].error_message.contains("out of range"));
+    }
+
+    #[test]
+    fn tags_are_dictionaries_and_fields_keep_their_types() {
+        let built = build("m,t=a f=1,i=2i,u=3u,s=\"x\",b=true 1", None);
+        let schema = built.tables[0].1.schema();
+        let types: Vec<String> =
+            schema.fields().iter().map(|f| format!("{}:{}", f.name(), f.data_type())).collect();
+        assert_eq!(
+            types,
+            [
+                "b:Boolean",
+                "f:Float64",
+                "i:Int64",
+                "s:Utf8",
+                "t:Dictionary(Int32, Utf8)",
+                "time:Timestamp(ns)",
+                "u:UInt64",
+            ]
+        );
+    }
+}

@@ -1,0 +1,202 @@
+//! The querier: DataFusion SQL over a database's tables.
+//!
+//! ```text
+//! query(db, sql) --> SessionContext (catalog "public", schema "iox", information_schema)
+//!                      '-- BufferTable per table --> BufferReader (the ingester's buffer)
+//!                --> stream of RecordBatches, memory bounded by the query pool
+//! ```
+//!
+//! Every query gets a fresh session over the catalog snapshot of that moment, so tables and
+//! columns created by writes are visible to the next query without any registration step. All
+//! sessions share one memory pool of `--query-mem-limit` bytes with spilling disabled: a query
+//! that needs more fails with [`QueryError::ResourcesExhausted`] instead of taking the server
+//! down.
+
+mod table;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
+use catalog::Catalog;
+use datafusion::catalog::MemoryCatalogProvider;
+use datafusion::common::ParamValues;
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::scalar::ScalarValue;
+
+pub use table::DatabaseSchemaProvider;
+
+/// Name of the SQL catalog every database appears as (as in InfluxDB 3).
+pub const SQL_CATALOG: &str = "public";
+/// Name of the SQL schema that holds a database's tables (as in InfluxDB 3).
+pub const SQL_SCHEMA: &str = "iox";
+/// Default for `--query-mem-limit`.
+pub const DEFAULT_QUERY_MEM_LIMIT_BYTES: usize = 1024 * 1024 * 1024;
+
+/// Reads the unpersisted rows of a table. In-process this is the ingester's buffer; in
+/// distributed mode it will be a remote ingester.
+pub trait BufferReader: Send + Sync + std::fmt::Debug {
+    /// Deduplicated rows of `table` whose partitions may overlap `[min_time_ns, max_time_ns]`,
+    /// each batch conformed to `schema`.
+    fn read_table(
+        &self,
+        database: &str,
+        table: &str,
+        schema: &SchemaRef,
+        min_time_ns: i64,
+        max_time_ns: i64,
+    ) -> Result<Vec<RecordBatch>, ArrowError>;
+}
+
+/// How the querier is set up.
+#[derive(Debug, Clone)]
+pub struct QuerierConfig {
+    /// Bytes all running queries may hold in operators (sorts, joins, aggregates); default 1 GiB.
+    pub query_mem_limit_bytes: usize,
+}
+
+impl Default for QuerierConfig {
+    fn default() -> Self {
+        Self { query_mem_limit_bytes: DEFAULT_QUERY_MEM_LIMIT_BYTES }
+    }
+}
+
+/// Errors of a query, by who can fix them.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("database `{name}` not found")]
+    DatabaseNotFound { name: String },
+    /// The statement is wrong: syntax, unknown table or column, type error.
+    #[error("{0}")]
+    Invalid(#[source] DataFusionError),
+    #[error(
+        "the query needs more memory than the {limit_bytes}-byte query pool allows; narrow it (time range, columns, LIMIT) or raise --query-mem-limit (TRIBUTARY_QUERY_MEM_LIMIT): {source}"
+    )]
+    ResourcesExhausted { limit_bytes: usize, #[source] source: DataFusionError },
+    #[error("query failed")]
+    Internal(#[source] DataFusionError),
+}
+
+impl QueryError {
+    fn classify(e: DataFusionError, limit_bytes: usize) -> Self {
+        match e.find_root() {
+            DataFusionError::ResourcesExhausted(_) => Self::ResourcesExhausted { limit_bytes, source: e },
+            DataFusionError::SQL(..)
+            | DataFusionError::Plan(_)
+            | DataFusionError::SchemaError(..)
+            | DataFusionError::NotImplemented(_)
+            | DataFusionError::Execution(_)
+            | DataFusionError::ArrowError(..) => Self::Invalid(e),
+            _ => Self::Internal(e),
+        }
+    }
+}
+
+/// A running query: its schema and its batches.
+pub struct QueryResult {
+    pub schema: SchemaRef,
+    pub stream: SendableRecordBatchStream,
+}
+
+/// A value of a `$name` parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamValue {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    String(String),
+}
+
+/// Runs SQL against databases of the catalog.
+#[derive(Debug, Clone)]
+pub struct Querier {
+    catalog: Arc<dyn Catalog>,
+    buffer: Arc<dyn BufferReader>,
+    runtime: Arc<RuntimeEnv>,
+    config: QuerierConfig,
+}
+
+impl Querier {
+    pub fn new(
+        config: QuerierConfig,
+        catalog: Arc<dyn Catalog>,
+        buffer: Arc<dyn BufferReader>,
+    ) -> Result<Self, QueryError> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(config.query_mem_limit_bytes, 1.0)
+            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+            .build_arc()
+            .map_err(QueryError::Internal)?;
+        Ok(Self { catalog, buffer, runtime, config })
+    }
+
+    /// A session whose default schema holds the tables of `database`.
+    pub fn session(&self, database: &str) -> Result<SessionContext, QueryError> {
+        let snapshot = self.catalog.snapshot();
+        let Some(db) = snapshot.database(database) else {
+            return Err(QueryError::DatabaseNotFound { name: database.to_owned() });
+        };
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema(SQL_CATALOG, SQL_SCHEMA)
+            .with_create_default_catalog_and_schema(false)
+            // Keep `Utf8`: older Arrow clients (Grafana's among them) cannot read `Utf8View`.
+            .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false)
+            .set_bool("datafusion.execution.parquet.schema_force_view_types", false);
+        let ctx = SessionContext::new_with_config_rt(config, Arc::clone(&self.runtime));
+        let sql_catalog = MemoryCatalogProvider::new();
+        let schema = DatabaseSchemaProvider::new(Arc::clone(db), Arc::clone(&self.buffer));
+        datafusion::catalog::CatalogProvider::register_schema(&sql_catalog, SQL_SCHEMA, Arc::new(schema))
+            .map_err(QueryError::Internal)?;
+        ctx.register_catalog(SQL_CATALOG, Arc::new(sql_catalog));
+        Ok(ctx)
+    }
+
+    /// Plans and starts `sql` against `database`, with `$name` parameters bound from `params`.
+    pub async fn query(
+        &self,
+        database: &str,
+        sql: &str,
+        params: HashMap<String, ParamValue>,
+    ) -> Result<QueryResult, QueryError> {
+        let limit = self.config.query_mem_limit_bytes;
+        let ctx = self.session(database)?;
+        let mut df = ctx.sql(sql).await.map_err(|e| QueryError::classify(e, limit))?;
+        if !params.is_empty() {
+            let values: HashMap<String, ScalarValue> =
+                params.into_iter().map(|(k, v)| (k, v.into_scalar())).collect();
+            df = df
+                .with_param_values(ParamValues::from(values))
+                .map_err(|e| QueryError::classify(e, limit))?;
+        }
+        let schema = Arc::clone(df.schema().inner());
+        let stream = df.execute_stream().await.map_err(|e| QueryError::classify(e, limit))?;
+        Ok(QueryResult { schema, stream })
+    }
+
+    /// Maps an error raised while the result streams.
+    pub fn stream_error(&self, e: DataFusionError) -> QueryError {
+        QueryError::classify(e, self.config.query_mem_limit_bytes)
+    }
+}
+
+impl ParamValue {
+    fn into_scalar(self) -> ScalarValue {
+        match self {
+            Self::Null => ScalarValue::Null,
+            Self::Bool(b) => ScalarValue::Boolean(Some(b)),
+            Self::Int(i) => ScalarValue::Int64(Some(i)),
+            Self::UInt(u) => ScalarValue::UInt64(Some(u)),
+            Self::Float(f) => ScalarValue::Float64(Some(f)),
+            Self::String(s) => ScalarValue::Utf8(Some(s)),
+        }
+    }
+}

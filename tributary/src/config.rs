@@ -1,0 +1,140 @@
+//! Flags of `tributary serve`: one place for names, environment variables and defaults.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+
+/// Default for `--max-http-request-size`.
+pub(crate) const DEFAULT_MAX_HTTP_REQUEST_SIZE: &str = "10MiB";
+/// Default for `--buffer-mem-limit`.
+pub(crate) const DEFAULT_BUFFER_MEM_LIMIT: &str = "1GiB";
+/// Default for `--query-mem-limit`.
+pub(crate) const DEFAULT_QUERY_MEM_LIMIT: &str = "1GiB";
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ServeConfig {
+    /// Directory for the catalog, the write-ahead log and local objects.
+    #[arg(long, env = "TRIBUTARY_DATA_DIR", default_value = "./tributary-data")]
+    pub(crate) data_dir: PathBuf,
+
+    /// Address for HTTP (and later gRPC). Port 0 picks a free port; the bound address is
+    /// logged and written to `<data-dir>/http-addr`.
+    #[arg(long, env = "TRIBUTARY_HTTP_BIND", default_value = "127.0.0.1:8181")]
+    pub(crate) http_bind: SocketAddr,
+
+    /// Catalog store: `sqlite:PATH` (default: `sqlite:<data-dir>/catalog.sqlite`).
+    #[arg(long, env = "TRIBUTARY_CATALOG")]
+    pub(crate) catalog: Option<String>,
+
+    /// Bytes of Arrow data the write buffer may hold; writes past it get 503.
+    #[arg(long, env = "TRIBUTARY_BUFFER_MEM_LIMIT", default_value = DEFAULT_BUFFER_MEM_LIMIT, value_parser = parse_size)]
+    pub(crate) buffer_mem_limit: u64,
+
+    /// Largest request body accepted, before and after gzip decompression; larger gets 413.
+    #[arg(long, env = "TRIBUTARY_MAX_HTTP_REQUEST_SIZE", default_value = DEFAULT_MAX_HTTP_REQUEST_SIZE, value_parser = parse_size)]
+    pub(crate) max_http_request_size: u64,
+
+    /// Memory all running queries may use for sorts, joins and aggregates.
+    #[arg(long, env = "TRIBUTARY_QUERY_MEM_LIMIT", default_value = DEFAULT_QUERY_MEM_LIMIT, value_parser = parse_size)]
+    pub(crate) query_mem_limit: u64,
+
+    /// Live databases allowed.
+    #[arg(long, env = "TRIBUTARY_MAX_DATABASES", default_value_t = catalog::DEFAULT_MAX_DATABASES)]
+    pub(crate) max_databases: usize,
+
+    /// Tables allowed in one database.
+    #[arg(long, env = "TRIBUTARY_MAX_TABLES_PER_DATABASE", default_value_t = catalog::DEFAULT_MAX_TABLES_PER_DATABASE)]
+    pub(crate) max_tables_per_database: usize,
+
+    /// Columns allowed in one table, `time` included.
+    #[arg(long, env = "TRIBUTARY_MAX_COLUMNS_PER_TABLE", default_value_t = catalog::DEFAULT_MAX_COLUMNS_PER_TABLE)]
+    pub(crate) max_columns_per_table: usize,
+
+    /// Log filter in `tracing` syntax, e.g. `info` or `info,ingester=debug`.
+    #[arg(long, env = "TRIBUTARY_LOG_FILTER", default_value = "info")]
+    pub(crate) log_filter: String,
+}
+
+impl ServeConfig {
+    /// Checks values clap cannot, naming the flag and variable on failure.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        let min = |value: u64, flag: &str, env: &str, least: u64| {
+            if value < least {
+                Err(format!("--{flag} ({env}) must be at least {least} bytes, got {value}"))
+            } else {
+                Ok(())
+            }
+        };
+        min(self.max_http_request_size, "max-http-request-size", "TRIBUTARY_MAX_HTTP_REQUEST_SIZE", 1024)?;
+        min(self.buffer_mem_limit, "buffer-mem-limit", "TRIBUTARY_BUFFER_MEM_LIMIT", 1024 * 1024)?;
+        min(self.query_mem_limit, "query-mem-limit", "TRIBUTARY_QUERY_MEM_LIMIT", 1024 * 1024)?;
+        for (value, flag, env) in [
+            (self.max_databases, "max-databases", "TRIBUTARY_MAX_DATABASES"),
+            (self.max_tables_per_database, "max-tables-per-database", "TRIBUTARY_MAX_TABLES_PER_DATABASE"),
+            (self.max_columns_per_table, "max-columns-per-table", "TRIBUTARY_MAX_COLUMNS_PER_TABLE"),
+        ] {
+            if value == 0 {
+                return Err(format!("--{flag} ({env}) must be at least 1, got 0"));
+            }
+        }
+        if self.max_columns_per_table < 2 {
+            return Err("--max-columns-per-table (TRIBUTARY_MAX_COLUMNS_PER_TABLE) must be at least 2: `time` and one field".into());
+        }
+        if let Some(c) = &self.catalog {
+            if !c.starts_with("sqlite:") {
+                return Err(format!(
+                    "--catalog (TRIBUTARY_CATALOG) must be `sqlite:PATH` in this version, got `{c}`"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Path of the SQLite catalog file.
+    pub(crate) fn catalog_path(&self) -> PathBuf {
+        match &self.catalog {
+            Some(c) => PathBuf::from(c.trim_start_matches("sqlite:")),
+            None => self.data_dir.join("catalog.sqlite"),
+        }
+    }
+}
+
+/// Parses a size such as `1024`, `64KiB`, `10MiB`, `1GB` into bytes.
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size: expected a number with an optional unit such as 64MiB"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        "t" | "tb" => 1_000_000_000_000,
+        "tib" => 1 << 40,
+        other => return Err(format!("unknown size unit `{other}` in `{s}`: use B, KB, KiB, MB, MiB, GB, GiB, TB or TiB")),
+    };
+    Ok((number * factor as f64) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_decimal_and_binary_units() {
+        assert_eq!(parse_size("1024").unwrap(), 1024);
+        assert_eq!(parse_size("64KiB").unwrap(), 65_536);
+        assert_eq!(parse_size("10MiB").unwrap(), 10 * 1024 * 1024);
+        assert_eq!(parse_size("1GB").unwrap(), 1_000_000_000);
+        assert_eq!(parse_size("1.5 GiB").unwrap(), 3 * (1 << 29));
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("10 parsecs").unwrap_err().contains("unknown size unit"));
+    }
+}

@@ -1,0 +1,150 @@
+//! `tributary serve`: every role in one process.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow::error::ArrowError;
+use catalog::{Catalog, CatalogLimits, SqliteCatalog};
+use ingester::{Ingester, IngesterConfig};
+use prometheus_client::registry::Registry;
+use querier::{BufferReader, Querier, QuerierConfig};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::ServeConfig;
+use crate::http::{AppState, router};
+
+/// The querier's view of the in-process ingester's buffer.
+#[derive(Debug)]
+struct LocalBuffer(Ingester);
+
+impl BufferReader for LocalBuffer {
+    fn read_table(
+        &self,
+        database: &str,
+        table: &str,
+        schema: &SchemaRef,
+        min_time_ns: i64,
+        max_time_ns: i64,
+    ) -> Result<Vec<RecordBatch>, ArrowError> {
+        self.0.read_table(database, table, schema, min_time_ns, max_time_ns)
+    }
+}
+
+pub(crate) fn main(config: ServeConfig) -> ExitCode {
+    let filter = EnvFilter::try_new(&config.log_filter);
+    let filter = match filter {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("--log-filter (TRIBUTARY_LOG_FILTER) `{}` is invalid: {e}", config.log_filter);
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    if let Err(e) = config.validate() {
+        tracing::error!("{e}");
+        eprintln!("{e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: ServeConfig) -> anyhow::Result<()> {
+    use anyhow::Context;
+    tracing::info!(?config, "starting tributary serve");
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create --data-dir {}", config.data_dir.display()))?;
+
+    let limits = CatalogLimits {
+        max_databases: config.max_databases,
+        max_tables_per_database: config.max_tables_per_database,
+        max_columns_per_table: config.max_columns_per_table,
+    };
+    let catalog_path = config.catalog_path();
+    let catalog: Arc<dyn Catalog> = Arc::new(
+        SqliteCatalog::open(&catalog_path, limits)
+            .with_context(|| format!("cannot open the catalog at {}", catalog_path.display()))?,
+    );
+
+    let mut registry = Registry::default();
+    let ingester_config = IngesterConfig {
+        wal_dir: config.data_dir.join("wal"),
+        buffer_mem_limit_bytes: config.buffer_mem_limit as usize,
+    };
+    let ingester = {
+        let catalog = Arc::clone(&catalog);
+        let registry = &mut registry;
+        tokio::task::block_in_place(|| Ingester::new(ingester_config, catalog, registry))?
+    };
+    let querier = Querier::new(
+        QuerierConfig { query_mem_limit_bytes: config.query_mem_limit as usize },
+        Arc::clone(&catalog),
+        Arc::new(LocalBuffer(ingester.clone())),
+    )?;
+
+    let listener = tokio::net::TcpListener::bind(config.http_bind)
+        .await
+        .with_context(|| format!("cannot bind --http-bind {}", config.http_bind))?;
+    let addr = listener.local_addr()?;
+    write_bound_address(&config, addr)?;
+    tracing::info!(%addr, "listening for HTTP");
+
+    let state = AppState::new(
+        catalog,
+        ingester.clone(),
+        querier,
+        Arc::new(registry),
+        config.max_http_request_size as usize,
+    );
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("HTTP server failed")?;
+
+    tracing::info!("in-flight requests finished; closing the write-ahead log");
+    tokio::task::block_in_place(|| ingester.shutdown()).context("cannot close the write-ahead log")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Writes the bound address to `<data-dir>/http-addr` atomically (write, then rename), so a
+/// reader never sees a partial address.
+fn write_bound_address(config: &ServeConfig, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let path = config.data_dir.join("http-addr");
+    let tmp = config.data_dir.join("http-addr.tmp");
+    std::fs::write(&tmp, addr.to_string()).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+}
