@@ -18,7 +18,10 @@ fuzz_target!(|body: &[u8]| {
     while let Some(result) = parser.next_line(&mut line) {
         let (line_number, original) = match &result {
             Ok(()) => {
-                assert!(!line.measurement.is_empty(), "a parsed line has a measurement");
+                assert!(
+                    !line.measurement.is_empty(),
+                    "a parsed line has a measurement"
+                );
                 assert!(!line.fields.is_empty(), "a parsed line has a field");
                 (line.line_number, line.original)
             }

@@ -47,8 +47,8 @@ pub(crate) fn build_write(
         if let Err(e) = result {
             rejected.push(RejectedLine {
                 line_number: e.line_number,
-                original_line: e.original_lossy(),
-                error_message: e.kind.to_string(),
+                original_line: shorten(e.original_lossy()),
+                error_message: shorten(e.kind.to_string()),
             });
             continue;
         }
@@ -70,7 +70,7 @@ pub(crate) fn build_write(
             Ok(()) => lines_written += 1,
             Err(message) => rejected.push(RejectedLine {
                 line_number: line.line_number,
-                original_line: String::from_utf8_lossy(line.original).into_owned(),
+                original_line: shorten(String::from_utf8_lossy(line.original).into_owned()),
                 error_message: message,
             }),
         }
@@ -338,6 +338,21 @@ impl Values {
     fn append_null(&mut self) {
         self.append_nulls(1);
     }
+}
+
+/// Longest `original_line` echoed back: a rejected 2 MB line must not make a 2 MB error.
+const MAX_ECHOED_LINE_BYTES: usize = 1024;
+
+fn shorten(mut line: String) -> String {
+    if line.len() > MAX_ECHOED_LINE_BYTES {
+        let mut end = MAX_ECHOED_LINE_BYTES;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        line.truncate(end);
+        line.push_str("…");
+    }
+    line
 }
 
 fn conflict(table: &str, column: &str, existing: ColumnType, sent: ColumnType) -> String {

@@ -31,7 +31,8 @@
 //!
 //! A raw newline inside a string field's quotes is part of the value, as in InfluxDB: the
 //! line continues after the closing quote. It only does so while the line parses up to that
-//! string; if the line fails earlier, the next physical line is parsed as a new line.
+//! string; if the line fails earlier, the next physical line is parsed as a new line. A
+//! string with no closing quote in the rest of the body fails its line alone.
 //!
 //! # Zero-copy invariant
 //!

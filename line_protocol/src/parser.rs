@@ -222,7 +222,7 @@ struct Cursor<'a, 's> {
     line_end: usize,
     /// Newlines inside string fields, which do not end the line.
     extra_newlines: usize,
-    /// Reused by [`first_duplicate`].
+    /// Reused by [`first_repeat_sorted`].
     scratch: &'s mut Vec<usize>,
 }
 
@@ -273,11 +273,14 @@ impl<'a> Cursor<'a, '_> {
             if value.is_empty() {
                 return Err(LineErrorKind::MissingTagValue { key: excerpt(&key) });
             }
+            if repeats_pairwise(&line.tags, &key) {
+                return Err(LineErrorKind::DuplicateTag { key: excerpt(&key) });
+            }
             line.tags.push((key, value));
             match stop {
                 Stop::Comma => {}
                 Stop::Space => {
-                    return match first_duplicate(&line.tags, self.scratch) {
+                    return match first_repeat_sorted(&line.tags, self.scratch) {
                         Some(key) => Err(LineErrorKind::DuplicateTag { key: excerpt(key) }),
                         None => Ok(()),
                     };
@@ -300,10 +303,13 @@ impl<'a> Cursor<'a, '_> {
             }
             self.pos += 1; // the `=`
             let value = self.field_value(&key)?;
+            if repeats_pairwise(&line.fields, &key) {
+                return Err(LineErrorKind::DuplicateField { key: excerpt(&key) });
+            }
             line.fields.push((key, value));
             // A value ends at `,`, ` ` or the end of the line.
             if self.pos >= self.end || self.bytes[self.pos] == b' ' {
-                return match first_duplicate(&line.fields, self.scratch) {
+                return match first_repeat_sorted(&line.fields, self.scratch) {
                     Some(key) => Err(LineErrorKind::DuplicateField { key: excerpt(key) }),
                     None => Ok(()),
                 };
@@ -606,24 +612,30 @@ fn parse_u64(digits: &[u8]) -> Result<u64, IntError> {
     })
 }
 
-/// Above this many keys, duplicates are found by sorting rather than comparing pairs.
-const LINEAR_DUPLICATE_CHECK_MAX: usize = 16;
+/// Keys of a tag or field set compared pairwise; past this many, duplicates are found by
+/// sorting instead.
+const PAIRWISE_KEYS: usize = 16;
 
-/// The first key, in line order, that repeats an earlier key of `entries`.
+/// Whether `key` repeats one of `earlier`, checked pairwise while `earlier` is short.
 ///
-/// Pairwise comparison is fastest for the usual handful of keys (most pairs differ in
-/// length), but quadratic: a 10 MB line of 1 M fields would take minutes. Longer sets are
-/// sorted instead, through `scratch`, which is kept between lines.
-fn first_duplicate<'e, V>(
+/// Pairwise comparison is the fastest check for the usual handful of keys (most pairs
+/// differ in length) but quadratic: a 10 MB line of 1 M fields would take minutes. Longer
+/// sets get [`first_repeat_sorted`] once they are complete.
+fn repeats_pairwise<V>(earlier: &[(Cow<'_, str>, V)], key: &str) -> bool {
+    earlier.len() < PAIRWISE_KEYS && earlier.iter().any(|(k, _)| k == key)
+}
+
+/// The first key, in line order, that repeats an earlier key, for sets longer than
+/// [`PAIRWISE_KEYS`] (shorter ones were checked by [`repeats_pairwise`]). `scratch` is kept
+/// between lines.
+fn first_repeat_sorted<'e, V>(
     entries: &'e [(Cow<'_, str>, V)],
     scratch: &mut Vec<usize>,
 ) -> Option<&'e str> {
-    let key = |i: usize| entries[i].0.as_ref();
-    if entries.len() <= LINEAR_DUPLICATE_CHECK_MAX {
-        return (1..entries.len())
-            .find(|&j| (0..j).any(|i| key(i) == key(j)))
-            .map(key);
+    if entries.len() <= PAIRWISE_KEYS {
+        return None;
     }
+    let key = |i: usize| entries[i].0.as_ref();
     scratch.clear();
     scratch.extend(0..entries.len());
     // Stable, so equal keys stay in line order: the second of each run is its first repeat.

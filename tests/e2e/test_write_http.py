@@ -271,6 +271,12 @@ def test_v1_and_v2_error_bodies_name_the_bad_line(server, db, endpoint):
     assert "line2" in body or '"line_number":2' in body or "m,t=bf=tru2" in body, resp.text
 
 
+@pytest.mark.parametrize("org", [None, "", "any-org"])
+def test_v2_org_is_accepted_and_ignored(server, db, org):
+    expect_status(write_v2(server, db, "m,t=a f=1 1\n", org=org, precision="s"), 204)
+    assert count_rows(server, db, "m") == 1
+
+
 def test_v2_missing_bucket_uses_v2_error_shape(server):
     resp = write_v2(server, None, "m f=1 1")
     expect_status(resp, 400)

@@ -70,6 +70,22 @@ async fn run(config: ServeConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create --data-dir {}", config.data_dir.display()))?;
 
+    // One server per data directory: two would interleave WAL segments. The lock is released
+    // by the kernel when the process dies, SIGKILL included.
+    let lock_path = config.data_dir.join("lock");
+    let lock_file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    if let Err(e) = lock_file.try_lock() {
+        anyhow::bail!(
+            "--data-dir {} is locked by another running tributary ({e}); stop it or choose another --data-dir",
+            config.data_dir.display()
+        );
+    }
+
     let limits = CatalogLimits {
         max_databases: config.max_databases,
         max_tables_per_database: config.max_tables_per_database,
@@ -119,6 +135,7 @@ async fn run(config: ServeConfig) -> anyhow::Result<()> {
     tracing::info!("in-flight requests finished; closing the write-ahead log");
     tokio::task::block_in_place(|| ingester.shutdown()).context("cannot close the write-ahead log")?;
     tracing::info!("stopped");
+    drop(lock_file);
     Ok(())
 }
 

@@ -120,7 +120,11 @@ fn tsbs_cpu_batch(rows: usize) -> RecordBatch {
         columns.push(Arc::new(builder.finish()));
     }
     for field in 0..10 {
-        fields.push(Field::new(format!("usage_{field}"), DataType::Float64, true));
+        fields.push(Field::new(
+            format!("usage_{field}"),
+            DataType::Float64,
+            true,
+        ));
         columns.push(Arc::new(Float64Array::from_iter_values(
             (0..rows).map(|row| (row * 31 + field) as f64 / 7.0),
         )));

@@ -91,13 +91,10 @@ impl Wal {
         // The last segment's name is a floor even when it holds no entries, e.g. after
         // truncate_through removed every older segment.
         let next_seq = SequenceNumber(
-            [
-                replayed.last_seq.map_or(1, |s| s.0 + 1),
-                segments.last().map_or(1, |s| s.first.0),
-            ]
-            .into_iter()
-            .max()
-            .expect("two candidates"),
+            replayed
+                .last_seq
+                .map_or(1, |s| s.0 + 1)
+                .max(segments.last().map_or(1, |s| s.first.0)),
         );
 
         let reuse_last = segments.last().filter(|_| {

@@ -77,12 +77,9 @@ async fn health() -> &'static str {
     "OK"
 }
 
+/// `204` with the version headers, as InfluxDB 1 answers (its Python client insists on 204).
 async fn ping() -> Response {
-    let mut response = axum::Json(serde_json::json!({
-        "version": INFLUXDB_VERSION,
-        "revision": "tributary",
-    }))
-    .into_response();
+    let mut response = StatusCode::NO_CONTENT.into_response();
     response
         .headers_mut()
         .insert("X-Influxdb-Version", HeaderValue::from_static(INFLUXDB_VERSION));
