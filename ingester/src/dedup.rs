@@ -92,7 +92,7 @@ pub(crate) fn key_column_indices(schema: &SchemaRef) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{Float64Array, StringDictionaryBuilder, TimestampNanosecondArray};
+    use arrow::array::{Array, Float64Array, StringDictionaryBuilder, TimestampNanosecondArray};
     use arrow::datatypes::{Field, Int32Type, Schema, TimeUnit};
 
     fn batch(rows: &[(&str, i64, Option<f64>, Option<f64>)]) -> RecordBatch {
@@ -116,7 +116,7 @@ mod tests {
                 Arc::new(rows.iter().map(|r| r.2).collect::<Float64Array>()),
                 Arc::new(rows.iter().map(|r| r.3).collect::<Float64Array>()),
                 Arc::new(host.finish()),
-                Arc::new(rows.iter().map(|r| r.1).collect::<TimestampNanosecondArray>()),
+                Arc::new(rows.iter().map(|r| Some(r.1)).collect::<TimestampNanosecondArray>()),
             ],
         )
         .unwrap()
