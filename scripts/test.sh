@@ -27,8 +27,10 @@ if [[ "$(cat "$stamp_file" 2>/dev/null || true)" != "$want_stamp" ]]; then
 fi
 
 # -- Rust ------------------------------------------------------------------------------------
-echo "==> cargo build --workspace --bins"
-cargo build --workspace --bins
+# One build: the test build also makes the `tributary` binary (its integration tests need it),
+# and a separate `cargo build` could pick another feature set and compile DataFusion twice.
+echo "==> cargo build --workspace --tests"
+cargo build --workspace --tests
 
 failed=()
 

@@ -41,7 +41,11 @@ pub(crate) fn main(config: ServeConfig) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .init();
     if let Err(e) = config.validate() {
         tracing::error!("{e}");
         eprintln!("{e}");
