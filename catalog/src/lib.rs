@@ -93,6 +93,9 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     /// The current committed state; cheap (an `Arc` clone).
     fn snapshot(&self) -> Arc<CatalogSnapshot>;
 
+    /// The limits [`Catalog::apply`] enforces, so writers can reject single lines early.
+    fn limits(&self) -> CatalogLimits;
+
     /// Creates a database; fails if a live database has that name.
     async fn create_database(&self, name: &str) -> Result<Arc<DatabaseSchema>>;
 

@@ -98,6 +98,10 @@ impl Catalog for SqliteCatalog {
         Arc::clone(&self.inner.snapshot.read())
     }
 
+    fn limits(&self) -> CatalogLimits {
+        self.inner.limits
+    }
+
     async fn create_database(&self, name: &str) -> Result<Arc<DatabaseSchema>> {
         let name = name.to_owned();
         self.blocking(move |inner| {

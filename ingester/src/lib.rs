@@ -275,12 +275,14 @@ impl Ingester {
         let (built, encoded) = loop {
             attempts += 1;
             let snapshot = inner.catalog.snapshot();
+            let limits = inner.catalog.limits();
             let request = request.clone();
             let (built, encoded) = tokio::task::spawn_blocking(move || {
                 let db = snapshot.database(&request.database).map(Arc::as_ref);
                 let built = write::build_write(
                     &request.database,
                     db,
+                    limits,
                     &request.body,
                     request.precision,
                     default_time_ns,

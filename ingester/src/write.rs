@@ -12,7 +12,7 @@ use arrow::array::{
 };
 use arrow::datatypes::{Int32Type, Schema};
 use arrow::error::ArrowError;
-use catalog::{ColumnType, DatabaseSchema, SchemaChanges, TIME_COLUMN, TableSchema};
+use catalog::{CatalogLimits, ColumnType, DatabaseSchema, SchemaChanges, TIME_COLUMN, TableSchema};
 use line_protocol::{FieldValue, LineParser, ParsedLine};
 
 use crate::schema::arrow_field;
@@ -31,10 +31,12 @@ pub(crate) struct BuiltWrite {
 pub(crate) fn build_write(
     database: &str,
     db: Option<&DatabaseSchema>,
+    limits: CatalogLimits,
     body: &[u8],
     precision: Precision,
     default_time_ns: i64,
 ) -> Result<BuiltWrite, ArrowError> {
+    let existing_tables = db.map_or(0, |d| d.tables.len());
     let mut parser = LineParser::new(body);
     let mut line = ParsedLine::default();
     let mut tables: Vec<TableBuilder> = Vec::new();
@@ -59,7 +61,20 @@ pub(crate) fn build_write(
                 None => {
                     let name = line.measurement.to_string();
                     let schema = db.and_then(|d| d.table(&name)).cloned();
-                    tables.push(TableBuilder::new(name.clone(), schema));
+                    let new_tables = tables.iter().filter(|t| t.schema.is_none()).count();
+                    if schema.is_none() && existing_tables + new_tables >= limits.max_tables_per_database {
+                        let e = catalog::Error::TooManyTables {
+                            database: database.to_owned(),
+                            limit: limits.max_tables_per_database,
+                        };
+                        rejected.push(RejectedLine {
+                            line_number: line.line_number,
+                            original_line: shorten(String::from_utf8_lossy(line.original).into_owned()),
+                            error_message: e.to_string(),
+                        });
+                        continue;
+                    }
+                    tables.push(TableBuilder::new(name.clone(), schema, database, limits.max_columns_per_table));
                     table_index.insert(name, tables.len() - 1);
                     tables.len() - 1
                 }
@@ -93,6 +108,8 @@ pub(crate) fn build_write(
 
 struct TableBuilder {
     name: String,
+    database: String,
+    max_columns: usize,
     /// The committed schema, if the table exists.
     schema: Option<Arc<TableSchema>>,
     /// Columns this write adds, with the type of their first use.
@@ -106,6 +123,8 @@ struct TableBuilder {
     rows: usize,
     /// Scratch: the column of each key of the line being added.
     line_columns: Vec<usize>,
+    /// Scratch: keys of the line being added that the catalog does not have yet.
+    line_new_columns: usize,
 }
 
 struct ColumnBuilder {
@@ -182,9 +201,11 @@ fn field_type(value: &FieldValue<'_>) -> ColumnType {
 }
 
 impl TableBuilder {
-    fn new(name: String, schema: Option<Arc<TableSchema>>) -> Self {
+    fn new(name: String, schema: Option<Arc<TableSchema>>, database: &str, max_columns: usize) -> Self {
         Self {
             name,
+            database: database.to_owned(),
+            max_columns,
             schema,
             new_columns: BTreeMap::new(),
             columns: Vec::new(),
@@ -193,6 +214,7 @@ impl TableBuilder {
             time: TimestampNanosecondBuilder::new(),
             rows: 0,
             line_columns: Vec::new(),
+            line_new_columns: 0,
         }
     }
 
@@ -212,6 +234,7 @@ impl TableBuilder {
 
         // Validate every key before touching a builder, so a rejected line leaves no trace.
         self.line_columns.clear();
+        self.line_new_columns = 0;
         let keys = line
             .tags
             .iter()
@@ -274,7 +297,7 @@ impl TableBuilder {
 
     /// The builder index of `key`, `usize::MAX` for a valid column this write has not seen yet,
     /// or the reason the line is rejected.
-    fn resolve_column(&self, position: usize, key: &str, sent: ColumnType) -> Result<usize, String> {
+    fn resolve_column(&mut self, position: usize, key: &str, sent: ColumnType) -> Result<usize, String> {
         let existing = match self.last_line_columns.get(position) {
             Some(&c) if self.columns[c].name == key => Some(c),
             _ => self.column_index.get(key).copied(),
@@ -301,6 +324,18 @@ impl TableBuilder {
             if existing != sent {
                 return Err(conflict(&self.name, key, existing, sent));
             }
+        }
+        if known.is_none() {
+            let committed = self.schema.as_ref().map_or(1, |s| s.columns.len());
+            if committed + self.new_columns.len() + self.line_new_columns + 1 > self.max_columns {
+                return Err(catalog::Error::TooManyColumns {
+                    database: self.database.clone(),
+                    table: self.name.clone(),
+                    limit: self.max_columns,
+                }
+                .to_string());
+            }
+            self.line_new_columns += 1;
         }
         // A new column can still clash with an earlier key of the same line (`m,a=1 a=2`).
         Ok(usize::MAX)
@@ -366,7 +401,7 @@ mod tests {
     use catalog::{DatabaseId, TableId};
 
     fn build(body: &str, db: Option<&DatabaseSchema>) -> BuiltWrite {
-        build_write("db", db, body.as_bytes(), Precision::Nanosecond, 42).unwrap()
+        build_write("db", db, CatalogLimits::default(), body.as_bytes(), Precision::Nanosecond, 42).unwrap()
     }
 
     fn table(batch: &RecordBatch) -> String {
@@ -479,7 +514,7 @@ mod tests {
 
     #[test]
     fn out_of_range_timestamp_is_rejected_not_wrapped() {
-        let built = build_write("db", None, b"m f=1 9223372036854775807", Precision::Second, 0).unwrap();
+        let built = build_write("db", None, CatalogLimits::default(), b"m f=1 9223372036854775807", Precision::Second, 0).unwrap();
         assert_eq!(built.lines_written, 0);
         assert!(built.rejected[0].error_message.contains("out of range"));
     }
@@ -502,5 +537,22 @@ mod tests {
                 "u:UInt64",
             ]
         );
+    }
+
+    #[test]
+    fn lines_past_the_table_and_column_limits_are_rejected_alone() {
+        let limits = CatalogLimits { max_databases: 10, max_tables_per_database: 2, max_columns_per_table: 3 };
+        let body = "a f=1 1\nb f=1 1\nc f=1 1\na g=1 2\na f=2 3";
+        let built = build_write("db", None, limits, body.as_bytes(), Precision::Nanosecond, 0).unwrap();
+        assert_eq!(built.lines_written, 4);
+        let rejected: Vec<usize> = built.rejected.iter().map(|r| r.line_number).collect();
+        assert_eq!(rejected, [3]);
+        assert!(built.rejected[0].error_message.contains("--max-tables-per-database"));
+
+        let limits = CatalogLimits { max_columns_per_table: 3, ..limits };
+        let built = build_write("db", None, limits, b"a f=1 1\na g=1,h=1 2\na,t=x,u=y f=1 3", Precision::Nanosecond, 0).unwrap();
+        let rejected: Vec<usize> = built.rejected.iter().map(|r| r.line_number).collect();
+        assert_eq!(rejected, [2, 3]);
+        assert!(built.rejected[0].error_message.contains("--max-columns-per-table"));
     }
 }

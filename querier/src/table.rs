@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use catalog::{DatabaseSchema, TIME_COLUMN, TableSchema};
@@ -82,7 +83,7 @@ impl TableProvider for BufferTable {
 
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         _limit: Option<usize>,
@@ -92,11 +93,24 @@ impl TableProvider for BufferTable {
             .buffer
             .read_table(&self.database, &self.table.name, &self.schema, min, max)
             .map_err(|e| DataFusionError::ArrowError(Box::new(e), None))?;
-        let exec: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(
-            &[batches],
-            Arc::clone(&self.schema),
-            projection.cloned(),
-        )?;
+        // Spread the rows over as many partitions as the session runs in parallel, in slices of
+        // one batch size: then DataFusion needs no repartitioning, whose buffers would count
+        // against the query memory pool.
+        let partitions = state.config().target_partitions().max(1);
+        let batch_size = state.config().batch_size().max(1);
+        let mut spread: Vec<Vec<RecordBatch>> = vec![Vec::new(); partitions];
+        let mut next = 0;
+        for batch in batches {
+            let mut offset = 0;
+            while offset < batch.num_rows() {
+                let len = batch_size.min(batch.num_rows() - offset);
+                spread[next % partitions].push(batch.slice(offset, len));
+                next += 1;
+                offset += len;
+            }
+        }
+        let exec: Arc<dyn ExecutionPlan> =
+            MemorySourceConfig::try_new_exec(&spread, Arc::clone(&self.schema), projection.cloned())?;
         Ok(exec)
     }
 }

@@ -34,7 +34,7 @@ impl Params {
     fn flag(&self, name: &str, default: bool) -> Result<bool, ApiError> {
         match self.get(name) {
             None => Ok(default),
-            Some(v) if v.eq_ignore_ascii_case("true") || v.is_empty() => Ok(true),
+            Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
             Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
             Some(v) => Err(ApiError::bad_request(format!(
                 "query parameter `{name}` must be true or false, got `{v}`"
