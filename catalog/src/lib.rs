@@ -20,8 +20,8 @@ mod sqlite;
 use std::sync::Arc;
 
 pub use model::{
-    CatalogSnapshot, ColumnType, DatabaseId, DatabaseSchema, SchemaChanges, TableId, TableSchema,
-    TIME_COLUMN, validate_database_name,
+    CatalogSnapshot, ColumnType, DatabaseId, DatabaseSchema, SchemaChanges, TIME_COLUMN, TableId,
+    TableSchema, validate_database_name,
 };
 pub use sqlite::SqliteCatalog;
 
@@ -71,11 +71,24 @@ pub enum Error {
     #[error(
         "table `{table}` in database `{database}` would exceed the limit of {limit} columns; raise --max-columns-per-table (TRIBUTARY_MAX_COLUMNS_PER_TABLE)"
     )]
-    TooManyColumns { database: String, table: String, limit: usize },
+    TooManyColumns {
+        database: String,
+        table: String,
+        limit: usize,
+    },
     #[error("column `{column}` of table `{table}` is {existing}, this write sends {sent}")]
-    TypeConflict { table: String, column: String, existing: ColumnType, sent: ColumnType },
+    TypeConflict {
+        table: String,
+        column: String,
+        existing: ColumnType,
+        sent: ColumnType,
+    },
     #[error("catalog store `{path}` cannot be opened")]
-    Open { path: String, #[source] source: rusqlite::Error },
+    Open {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
     #[error("catalog store query failed")]
     Store(#[from] rusqlite::Error),
     #[error("catalog row has unknown column type `{0}`")]

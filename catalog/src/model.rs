@@ -111,7 +111,10 @@ impl TableSchema {
     /// The table's Arrow schema: every column, in name order.
     pub fn arrow_schema(&self) -> SchemaRef {
         Arc::new(Schema::new(
-            self.columns.iter().map(|(name, t)| t.arrow_field(name)).collect::<Vec<_>>(),
+            self.columns
+                .iter()
+                .map(|(name, t)| t.arrow_field(name))
+                .collect::<Vec<_>>(),
         ))
     }
 }
@@ -152,7 +155,10 @@ pub struct SchemaChanges {
 
 impl SchemaChanges {
     pub fn new(database: impl Into<String>) -> Self {
-        Self { database: database.into(), tables: BTreeMap::new() }
+        Self {
+            database: database.into(),
+            tables: BTreeMap::new(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -172,7 +178,10 @@ pub fn validate_database_name(name: &str) -> Result<(), &'static str> {
     if !name.as_bytes()[0].is_ascii_alphanumeric() {
         return Err("the name must start with a letter or a digit");
     }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
         return Err("only ASCII letters, digits, `_` and `-` are allowed");
     }
     Ok(())

@@ -52,13 +52,20 @@ struct Inner {
 impl SqliteCatalog {
     /// Opens or creates the catalog file at `path` and loads the snapshot.
     pub fn open(path: &Path, limits: CatalogLimits) -> Result<Self> {
-        let open_err = |source| Error::Open { path: path.display().to_string(), source };
+        let open_err = |source| Error::Open {
+            path: path.display().to_string(),
+            source,
+        };
         let conn = Connection::open(path).map_err(open_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
         // FULL: a committed schema change survives power loss before the write is acknowledged.
-        conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
         let snapshot = load_snapshot(&conn)?;
         Ok(Self {
@@ -88,7 +95,9 @@ impl SqliteCatalog {
         f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || f(&inner)).await.map_err(Error::Task)?
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(Error::Task)?
     }
 }
 
@@ -105,8 +114,10 @@ impl Catalog for SqliteCatalog {
     async fn create_database(&self, name: &str) -> Result<Arc<DatabaseSchema>> {
         let name = name.to_owned();
         self.blocking(move |inner| {
-            validate_database_name(&name)
-                .map_err(|reason| Error::InvalidDatabaseName { name: name.clone(), reason })?;
+            validate_database_name(&name).map_err(|reason| Error::InvalidDatabaseName {
+                name: name.clone(),
+                reason,
+            })?;
             let mut conn = inner.conn.lock();
             let current = Arc::clone(&inner.snapshot.read());
             if current.database(&name).is_some() {
@@ -117,7 +128,11 @@ impl Catalog for SqliteCatalog {
             tx.execute("INSERT INTO databases (name) VALUES (?1)", params![name])?;
             let id = DatabaseId(tx.last_insert_rowid());
             tx.commit()?;
-            let db = Arc::new(DatabaseSchema { id, name: name.into(), tables: BTreeMap::new() });
+            let db = Arc::new(DatabaseSchema {
+                id,
+                name: name.into(),
+                tables: BTreeMap::new(),
+            });
             let mut next = (*current).clone();
             next.databases.insert(Arc::clone(&db.name), Arc::clone(&db));
             *inner.snapshot.write() = Arc::new(next);
@@ -138,7 +153,10 @@ impl Catalog for SqliteCatalog {
             let Some(db) = current.database(&name) else {
                 return Err(Error::DatabaseNotFound { name });
             };
-            conn.execute("UPDATE databases SET deleted = 1 WHERE id = ?1", params![db.id.0])?;
+            conn.execute(
+                "UPDATE databases SET deleted = 1 WHERE id = ?1",
+                params![db.id.0],
+            )?;
             let mut next = (*current).clone();
             next.databases.remove(name.as_str());
             *inner.snapshot.write() = Arc::new(next);
@@ -151,7 +169,9 @@ impl Catalog for SqliteCatalog {
 impl Inner {
     fn check_database_limit(&self, current: &CatalogSnapshot) -> Result<()> {
         if current.databases.len() >= self.limits.max_databases {
-            return Err(Error::TooManyDatabases { limit: self.limits.max_databases });
+            return Err(Error::TooManyDatabases {
+                limit: self.limits.max_databases,
+            });
         }
         Ok(())
     }
@@ -238,11 +258,13 @@ impl Inner {
                 DatabaseId(tx.last_insert_rowid())
             }
         };
-        let mut db = existing_db.map(|db| (*db).clone()).unwrap_or_else(|| DatabaseSchema {
-            id: db_id,
-            name: db_name.into(),
-            tables: BTreeMap::new(),
-        });
+        let mut db = existing_db
+            .map(|db| (*db).clone())
+            .unwrap_or_else(|| DatabaseSchema {
+                id: db_id,
+                name: db_name.into(),
+                tables: BTreeMap::new(),
+            });
         {
             let mut insert_table =
                 tx.prepare_cached("INSERT INTO tables (database_id, name) VALUES (?1, ?2)")?;
@@ -290,26 +312,45 @@ fn load_snapshot(conn: &Connection) -> Result<CatalogSnapshot> {
         let (id, name) = row?;
         by_id.insert(
             id,
-            DatabaseSchema { id: DatabaseId(id), name: name.into(), tables: BTreeMap::new() },
+            DatabaseSchema {
+                id: DatabaseId(id),
+                name: name.into(),
+                tables: BTreeMap::new(),
+            },
         );
     }
     let mut tables: BTreeMap<i64, (i64, TableSchema)> = BTreeMap::new();
     let mut stmt = conn.prepare("SELECT id, database_id, name FROM tables")?;
     let rows = stmt.query_map([], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, String>(2)?,
+        ))
     })?;
     for row in rows {
         let (id, db_id, name) = row?;
         if by_id.contains_key(&db_id) {
             tables.insert(
                 id,
-                (db_id, TableSchema { id: TableId(id), name: name.into(), columns: BTreeMap::new() }),
+                (
+                    db_id,
+                    TableSchema {
+                        id: TableId(id),
+                        name: name.into(),
+                        columns: BTreeMap::new(),
+                    },
+                ),
             );
         }
     }
     let mut stmt = conn.prepare("SELECT table_id, name, column_type FROM columns")?;
     let rows = stmt.query_map([], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
     })?;
     for row in rows {
         let (table_id, name, column_type) = row?;
@@ -320,11 +361,15 @@ fn load_snapshot(conn: &Connection) -> Result<CatalogSnapshot> {
         }
     }
     for (_, (db_id, table)) in tables {
-        let db = by_id.get_mut(&db_id).expect("tables were filtered by live database");
+        let db = by_id
+            .get_mut(&db_id)
+            .expect("tables were filtered by live database");
         db.tables.insert(Arc::clone(&table.name), Arc::new(table));
     }
     for (_, db) in by_id {
-        snapshot.databases.insert(Arc::clone(&db.name), Arc::new(db));
+        snapshot
+            .databases
+            .insert(Arc::clone(&db.name), Arc::new(db));
     }
     Ok(snapshot)
 }
@@ -348,10 +393,16 @@ mod tests {
         let path = dir.path().join("catalog.sqlite");
         {
             let cat = SqliteCatalog::open(&path, CatalogLimits::default()).unwrap();
-            cat.apply(changes("db", "cpu", &[("host", ColumnType::Tag), ("usage", ColumnType::Float)]))
+            cat.apply(changes(
+                "db",
+                "cpu",
+                &[("host", ColumnType::Tag), ("usage", ColumnType::Float)],
+            ))
+            .await
+            .unwrap();
+            cat.apply(changes("db", "cpu", &[("load", ColumnType::Integer)]))
                 .await
                 .unwrap();
-            cat.apply(changes("db", "cpu", &[("load", ColumnType::Integer)])).await.unwrap();
         }
         let cat = SqliteCatalog::open(&path, CatalogLimits::default()).unwrap();
         let snap = cat.snapshot();
@@ -365,7 +416,9 @@ mod tests {
     #[tokio::test]
     async fn rejects_column_type_change_naming_both_types() {
         let cat = SqliteCatalog::open_in_memory(CatalogLimits::default()).unwrap();
-        cat.apply(changes("db", "cpu", &[("usage", ColumnType::Float)])).await.unwrap();
+        cat.apply(changes("db", "cpu", &[("usage", ColumnType::Float)]))
+            .await
+            .unwrap();
         let err = cat
             .apply(changes("db", "cpu", &[("usage", ColumnType::String)]))
             .await
@@ -378,23 +431,49 @@ mod tests {
 
     #[tokio::test]
     async fn limits_name_the_flag_to_raise() {
-        let limits = CatalogLimits { max_databases: 1, max_tables_per_database: 1, max_columns_per_table: 3 };
+        let limits = CatalogLimits {
+            max_databases: 1,
+            max_tables_per_database: 1,
+            max_columns_per_table: 3,
+        };
         let cat = SqliteCatalog::open_in_memory(limits).unwrap();
-        cat.apply(changes("a", "t1", &[("f", ColumnType::Float)])).await.unwrap();
-        let err = cat.apply(changes("b", "t1", &[("f", ColumnType::Float)])).await.unwrap_err();
+        cat.apply(changes("a", "t1", &[("f", ColumnType::Float)]))
+            .await
+            .unwrap();
+        let err = cat
+            .apply(changes("b", "t1", &[("f", ColumnType::Float)]))
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("--max-databases"), "{err}");
-        let err = cat.apply(changes("a", "t2", &[("f", ColumnType::Float)])).await.unwrap_err();
-        assert!(err.to_string().contains("--max-tables-per-database"), "{err}");
-        cat.apply(changes("a", "t1", &[("g", ColumnType::Float)])).await.unwrap();
-        let err = cat.apply(changes("a", "t1", &[("h", ColumnType::Float)])).await.unwrap_err();
+        let err = cat
+            .apply(changes("a", "t2", &[("f", ColumnType::Float)]))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("--max-tables-per-database"),
+            "{err}"
+        );
+        cat.apply(changes("a", "t1", &[("g", ColumnType::Float)]))
+            .await
+            .unwrap();
+        let err = cat
+            .apply(changes("a", "t1", &[("h", ColumnType::Float)]))
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("--max-columns-per-table"), "{err}");
     }
 
     #[tokio::test]
     async fn existing_columns_with_same_type_are_no_ops() {
         let cat = SqliteCatalog::open_in_memory(CatalogLimits::default()).unwrap();
-        let first = cat.apply(changes("db", "cpu", &[("usage", ColumnType::Float)])).await.unwrap();
-        let second = cat.apply(changes("db", "cpu", &[("usage", ColumnType::Float)])).await.unwrap();
+        let first = cat
+            .apply(changes("db", "cpu", &[("usage", ColumnType::Float)]))
+            .await
+            .unwrap();
+        let second = cat
+            .apply(changes("db", "cpu", &[("usage", ColumnType::Float)]))
+            .await
+            .unwrap();
         assert!(Arc::ptr_eq(&first, &second));
     }
 
@@ -404,10 +483,16 @@ mod tests {
         let path = dir.path().join("catalog.sqlite");
         let cat = SqliteCatalog::open(&path, CatalogLimits::default()).unwrap();
         cat.create_database("db").await.unwrap();
-        assert!(matches!(cat.create_database("db").await, Err(Error::DatabaseExists { .. })));
+        assert!(matches!(
+            cat.create_database("db").await,
+            Err(Error::DatabaseExists { .. })
+        ));
         cat.delete_database("db").await.unwrap();
         assert!(cat.snapshot().database("db").is_none());
-        assert!(matches!(cat.delete_database("db").await, Err(Error::DatabaseNotFound { .. })));
+        assert!(matches!(
+            cat.delete_database("db").await,
+            Err(Error::DatabaseNotFound { .. })
+        ));
         let again = cat.create_database("db").await.unwrap();
         drop(cat);
         let cat = SqliteCatalog::open(&path, CatalogLimits::default()).unwrap();
@@ -419,7 +504,10 @@ mod tests {
         let cat = SqliteCatalog::open_in_memory(CatalogLimits::default()).unwrap();
         for bad in ["", "bad name", "_x", "a/b", &"x".repeat(65)] {
             assert!(
-                matches!(cat.create_database(bad).await, Err(Error::InvalidDatabaseName { .. })),
+                matches!(
+                    cat.create_database(bad).await,
+                    Err(Error::InvalidDatabaseName { .. })
+                ),
                 "{bad}"
             );
         }
@@ -428,21 +516,36 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_writers_never_overshoot_the_column_limit() {
-        let limits = CatalogLimits { max_columns_per_table: 10, ..CatalogLimits::default() };
+        let limits = CatalogLimits {
+            max_columns_per_table: 10,
+            ..CatalogLimits::default()
+        };
         let cat = Arc::new(SqliteCatalog::open_in_memory(limits).unwrap());
         let mut tasks = Vec::new();
         for i in 0..20 {
             let cat = Arc::clone(&cat);
             tasks.push(tokio::spawn(async move {
-                cat.apply(changes("db", "t", &[(&format!("c{i}"), ColumnType::Float)])).await
+                cat.apply(changes("db", "t", &[(&format!("c{i}"), ColumnType::Float)]))
+                    .await
             }));
         }
         let ok = futures_ok(tasks).await;
         assert_eq!(ok, 9, "time plus nine fields fit in ten columns");
-        assert_eq!(cat.snapshot().database("db").unwrap().table("t").unwrap().columns.len(), 10);
+        assert_eq!(
+            cat.snapshot()
+                .database("db")
+                .unwrap()
+                .table("t")
+                .unwrap()
+                .columns
+                .len(),
+            10
+        );
     }
 
-    async fn futures_ok(tasks: Vec<tokio::task::JoinHandle<Result<Arc<CatalogSnapshot>>>>) -> usize {
+    async fn futures_ok(
+        tasks: Vec<tokio::task::JoinHandle<Result<Arc<CatalogSnapshot>>>>,
+    ) -> usize {
         let mut ok = 0;
         for t in tasks {
             if t.await.unwrap().is_ok() {

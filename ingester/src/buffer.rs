@@ -76,7 +76,11 @@ impl Buffer {
         for (day, batch) in by_day {
             let size_bytes = batch.get_array_memory_size();
             self.size_bytes.fetch_add(size_bytes, Ordering::Relaxed);
-            let chunk = Chunk { sequence, batch, size_bytes };
+            let chunk = Chunk {
+                sequence,
+                batch,
+                size_bytes,
+            };
             match table_buffer.partitions.get_mut(&day) {
                 Some(p) => {
                     p.schema = merge_schemas(&p.schema, &chunk.batch.schema());
@@ -86,9 +90,14 @@ impl Buffer {
                 None => {
                     let schema = chunk.batch.schema();
                     let deduplicated = false;
-                    table_buffer
-                        .partitions
-                        .insert(day, PartitionBuffer { chunks: vec![chunk], schema, deduplicated });
+                    table_buffer.partitions.insert(
+                        day,
+                        PartitionBuffer {
+                            chunks: vec![chunk],
+                            schema,
+                            deduplicated,
+                        },
+                    );
                 }
             }
         }
@@ -102,8 +111,12 @@ impl Buffer {
             if db.as_ref() != database {
                 return true;
             }
-            let bytes: usize =
-                table.partitions.values().flat_map(|p| &p.chunks).map(|c| c.size_bytes).sum();
+            let bytes: usize = table
+                .partitions
+                .values()
+                .flat_map(|p| &p.chunks)
+                .map(|c| c.size_bytes)
+                .sum();
             self.size_bytes.fetch_sub(bytes, Ordering::Relaxed);
             false
         });
@@ -122,8 +135,13 @@ impl Buffer {
         let key = (Arc::<str>::from(database), Arc::<str>::from(table));
         let days: Vec<i64> = {
             let tables = self.tables.read();
-            let Some(t) = tables.get(&key) else { return Ok(vec![]) };
-            t.partitions.range(day_of(min_time_ns)..=day_of(max_time_ns)).map(|(d, _)| *d).collect()
+            let Some(t) = tables.get(&key) else {
+                return Ok(vec![]);
+            };
+            t.partitions
+                .range(day_of(min_time_ns)..=day_of(max_time_ns))
+                .map(|(d, _)| *d)
+                .collect()
         };
         let mut out = Vec::with_capacity(days.len());
         for day in days {
@@ -151,8 +169,10 @@ impl Buffer {
             }
             (p.chunks.clone(), Arc::clone(&p.schema))
         };
-        let conformed =
-            chunks.iter().map(|c| conform(&c.batch, &schema)).collect::<Result<Vec<_>, _>>()?;
+        let conformed = chunks
+            .iter()
+            .map(|c| conform(&c.batch, &schema))
+            .collect::<Result<Vec<_>, _>>()?;
         let merged = dedup_sorted(&concat_batches(&schema, &conformed)?)?;
         let merged_sequence = chunks.last().expect("partitions are never empty").sequence;
         let merged_size = merged.get_array_memory_size();
@@ -166,7 +186,11 @@ impl Buffer {
                 let old: usize = p.chunks[..chunks.len()].iter().map(|c| c.size_bytes).sum();
                 p.chunks.splice(
                     ..chunks.len(),
-                    [Chunk { sequence: merged_sequence, batch: merged.clone(), size_bytes: merged_size }],
+                    [Chunk {
+                        sequence: merged_sequence,
+                        batch: merged.clone(),
+                        size_bytes: merged_size,
+                    }],
                 );
                 p.deduplicated = p.chunks.len() == 1;
                 self.size_bytes.fetch_add(merged_size, Ordering::Relaxed);
@@ -197,8 +221,11 @@ fn split_by_day(batch: RecordBatch) -> Result<Vec<(i64, RecordBatch)>, ArrowErro
     days.dedup();
     let mut out = Vec::with_capacity(days.len());
     for day in days {
-        let mask: arrow::array::BooleanArray =
-            time.values().iter().map(|&t| Some(day_of(t) == day)).collect();
+        let mask: arrow::array::BooleanArray = time
+            .values()
+            .iter()
+            .map(|&t| Some(day_of(t) == day))
+            .collect();
         out.push((day, filter_record_batch(&batch, &mask)?));
     }
     debug_assert!(out.iter().all(|(_, b)| b.column(0).len() == b.num_rows()));

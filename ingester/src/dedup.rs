@@ -28,8 +28,10 @@ pub(crate) fn dedup_sorted(batch: &RecordBatch) -> Result<RecordBatch, ArrowErro
         .map(|&i| SortField::new(schema.field(i).data_type().clone()))
         .collect();
     let converter = RowConverter::new(sort_fields)?;
-    let key_arrays: Vec<ArrayRef> =
-        key_columns.iter().map(|&i| Arc::clone(batch.column(i))).collect();
+    let key_arrays: Vec<ArrayRef> = key_columns
+        .iter()
+        .map(|&i| Arc::clone(batch.column(i)))
+        .collect();
     let keys = converter.convert_columns(&key_arrays)?;
 
     let mut order: Vec<u32> = (0..rows as u32).collect();
@@ -47,8 +49,9 @@ pub(crate) fn dedup_sorted(batch: &RecordBatch) -> Result<RecordBatch, ArrowErro
     }
     let has_duplicates = runs.len() != rows;
 
-    let key_set: Vec<bool> =
-        (0..schema.fields().len()).map(|i| key_columns.contains(&i)).collect();
+    let key_set: Vec<bool> = (0..schema.fields().len())
+        .map(|i| key_columns.contains(&i))
+        .collect();
     let last_of_run: UInt32Array = runs.iter().map(|&(_, end)| order[end - 1]).collect();
     let mut columns = Vec::with_capacity(schema.fields().len());
     for (i, column) in batch.columns().iter().enumerate() {
@@ -104,7 +107,11 @@ mod tests {
                 DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
                 true,
             ),
-            Field::new("time", DataType::Timestamp(TimeUnit::Nanosecond, None), false),
+            Field::new(
+                "time",
+                DataType::Timestamp(TimeUnit::Nanosecond, None),
+                false,
+            ),
         ]));
         let mut host = StringDictionaryBuilder::<Int32Type>::new();
         for r in rows {
@@ -116,7 +123,11 @@ mod tests {
                 Arc::new(rows.iter().map(|r| r.2).collect::<Float64Array>()),
                 Arc::new(rows.iter().map(|r| r.3).collect::<Float64Array>()),
                 Arc::new(host.finish()),
-                Arc::new(rows.iter().map(|r| Some(r.1)).collect::<TimestampNanosecondArray>()),
+                Arc::new(
+                    rows.iter()
+                        .map(|r| Some(r.1))
+                        .collect::<TimestampNanosecondArray>(),
+                ),
             ],
         )
         .unwrap()
@@ -133,11 +144,22 @@ mod tests {
 
     #[test]
     fn later_write_overwrites_named_fields_and_keeps_the_others() {
-        let input = batch(&[("a", 100, Some(1.0), Some(2.0)), ("a", 100, Some(3.0), None)]);
+        let input = batch(&[
+            ("a", 100, Some(1.0), Some(2.0)),
+            ("a", 100, Some(3.0), None),
+        ]);
         let out = dedup_sorted(&input).unwrap();
         assert_eq!(out.num_rows(), 1);
-        let f = out.column(0).as_any().downcast_ref::<Float64Array>().unwrap();
-        let g = out.column(1).as_any().downcast_ref::<Float64Array>().unwrap();
+        let f = out
+            .column(0)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap();
+        let g = out
+            .column(1)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap();
         assert_eq!((f.value(0), g.value(0)), (3.0, 2.0));
     }
 
@@ -169,8 +191,16 @@ mod tests {
         ]);
         let out = dedup_sorted(&input).unwrap();
         assert_eq!(out.num_rows(), 2);
-        let f = out.column(0).as_any().downcast_ref::<Float64Array>().unwrap();
-        let g = out.column(1).as_any().downcast_ref::<Float64Array>().unwrap();
+        let f = out
+            .column(0)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap();
+        let g = out
+            .column(1)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap();
         assert_eq!((f.value(0), g.value(0)), (3.0, 2.0));
         assert_eq!(f.value(1), 9.0);
         assert!(g.is_null(1));

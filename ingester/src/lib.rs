@@ -52,7 +52,10 @@ pub struct IngesterConfig {
 
 impl Default for IngesterConfig {
     fn default() -> Self {
-        Self { wal_dir: PathBuf::from("wal"), buffer_mem_limit_bytes: DEFAULT_BUFFER_MEM_LIMIT_BYTES }
+        Self {
+            wal_dir: PathBuf::from("wal"),
+            buffer_mem_limit_bytes: DEFAULT_BUFFER_MEM_LIMIT_BYTES,
+        }
     }
 }
 
@@ -146,7 +149,10 @@ pub enum WriteError {
     #[error(
         "the write buffer holds {size_bytes} bytes, over its limit of {limit_bytes}; retry later or raise --buffer-mem-limit (TRIBUTARY_BUFFER_MEM_LIMIT)"
     )]
-    BufferFull { size_bytes: usize, limit_bytes: usize },
+    BufferFull {
+        size_bytes: usize,
+        limit_bytes: usize,
+    },
     #[error("{0}")]
     Catalog(#[source] catalog::Error),
     #[error("cannot append to the write-ahead log")]
@@ -161,7 +167,11 @@ pub enum WriteError {
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
     #[error("cannot open the write-ahead log in {dir}")]
-    Wal { dir: PathBuf, #[source] source: wal::Error },
+    Wal {
+        dir: PathBuf,
+        #[source]
+        source: wal::Error,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -176,11 +186,31 @@ struct Metrics {
 impl Metrics {
     fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("tributary_ingester");
-        r.register("write_requests", "Write requests received", self.write_requests.clone());
-        r.register("lines_written", "Lines of line protocol written", self.lines_written.clone());
-        r.register("lines_rejected", "Lines of line protocol rejected", self.lines_rejected.clone());
-        r.register("bytes_received", "Bytes of line protocol received (decompressed)", self.bytes_received.clone());
-        r.register("buffer_bytes", "Bytes of Arrow data in the write buffer", self.buffer_bytes.clone());
+        r.register(
+            "write_requests",
+            "Write requests received",
+            self.write_requests.clone(),
+        );
+        r.register(
+            "lines_written",
+            "Lines of line protocol written",
+            self.lines_written.clone(),
+        );
+        r.register(
+            "lines_rejected",
+            "Lines of line protocol rejected",
+            self.lines_rejected.clone(),
+        );
+        r.register(
+            "bytes_received",
+            "Bytes of line protocol received (decompressed)",
+            self.bytes_received.clone(),
+        );
+        r.register(
+            "buffer_bytes",
+            "Bytes of Arrow data in the write buffer",
+            self.buffer_bytes.clone(),
+        );
     }
 }
 
@@ -218,7 +248,10 @@ impl Ingester {
     ) -> Result<Self, InitError> {
         let buffer = Buffer::default();
         let mut replayed = 0u64;
-        let wal_config = WalConfig { dir: config.wal_dir.clone(), ..WalConfig::default() };
+        let wal_config = WalConfig {
+            dir: config.wal_dir.clone(),
+            ..WalConfig::default()
+        };
         let wal = Wal::open(wal_config, registry, |seq, entry| {
             replayed += 1;
             for t in entry.tables {
@@ -226,9 +259,17 @@ impl Ingester {
             }
             Ok(())
         })
-        .map_err(|source| InitError::Wal { dir: config.wal_dir.clone(), source })?;
+        .map_err(|source| InitError::Wal {
+            dir: config.wal_dir.clone(),
+            source,
+        })?;
         let last = wal.last_sequence_number().map_or(0, |s| s.0);
-        tracing::info!(entries = replayed, last_sequence = last, buffer_bytes = buffer.size_bytes(), "replayed the write-ahead log");
+        tracing::info!(
+            entries = replayed,
+            last_sequence = last,
+            buffer_bytes = buffer.size_bytes(),
+            "replayed the write-ahead log"
+        );
         let metrics = Metrics::default();
         metrics.register(registry);
         metrics.buffer_bytes.set(buffer.size_bytes() as i64);
@@ -239,7 +280,10 @@ impl Ingester {
                 catalog,
                 wal,
                 buffer,
-                apply_queue: Mutex::new(ApplyQueue { next: last + 1, pending: BTreeMap::new() }),
+                apply_queue: Mutex::new(ApplyQueue {
+                    next: last + 1,
+                    pending: BTreeMap::new(),
+                }),
                 applied,
                 metrics,
             }),
@@ -257,7 +301,10 @@ impl Ingester {
     async fn write_inner(&self, request: WriteRequest) -> Result<WriteOutcome, WriteError> {
         let inner = &self.inner;
         inner.metrics.write_requests.inc();
-        inner.metrics.bytes_received.inc_by(request.body.len() as u64);
+        inner
+            .metrics
+            .bytes_received
+            .inc_by(request.body.len() as u64);
         let size_bytes = inner.buffer.size_bytes();
         if size_bytes > inner.config.buffer_mem_limit_bytes {
             return Err(WriteError::BufferFull {
@@ -287,7 +334,9 @@ impl Ingester {
                     request.precision,
                     default_time_ns,
                 )?;
-                if built.tables.is_empty() || (!built.rejected.is_empty() && !request.accept_partial) {
+                if built.tables.is_empty()
+                    || (!built.rejected.is_empty() && !request.accept_partial)
+                {
                     return Ok::<_, ArrowError>((built, None));
                 }
                 let entry = WalEntry {
@@ -321,24 +370,41 @@ impl Ingester {
         self.count_rejections(&request, &built);
         let Some((entry, encoded)) = encoded else {
             // Nothing to write: no valid line, or some invalid and partial writes refused.
-            return Ok(WriteOutcome { lines_written: 0, rejected: built.rejected });
+            return Ok(WriteOutcome {
+                lines_written: 0,
+                rejected: built.rejected,
+            });
         };
-        let sequence = inner.wal.append(encoded, !request.no_sync).await.map_err(WriteError::Wal)?;
-        self.apply_in_order(sequence, entry.tables).map_err(WriteError::Arrow)?;
+        let sequence = inner
+            .wal
+            .append(encoded, !request.no_sync)
+            .await
+            .map_err(WriteError::Wal)?;
+        self.apply_in_order(sequence, entry.tables)
+            .map_err(WriteError::Arrow)?;
         let mut applied = inner.applied.subscribe();
         applied
             .wait_for(|&a| a >= sequence.0)
             .await
             .expect("the sender lives as long as the ingester");
-        inner.metrics.lines_written.inc_by(built.lines_written as u64);
-        Ok(WriteOutcome { lines_written: built.lines_written, rejected: built.rejected })
+        inner
+            .metrics
+            .lines_written
+            .inc_by(built.lines_written as u64);
+        Ok(WriteOutcome {
+            lines_written: built.lines_written,
+            rejected: built.rejected,
+        })
     }
 
     fn count_rejections(&self, request: &WriteRequest, built: &write::BuiltWrite) {
         if built.rejected.is_empty() {
             return;
         }
-        self.inner.metrics.lines_rejected.inc_by(built.rejected.len() as u64);
+        self.inner
+            .metrics
+            .lines_rejected
+            .inc_by(built.rejected.len() as u64);
         // Bounded: one bad client must not flood the log.
         for r in built.rejected.iter().take(5) {
             tracing::warn!(db = %request.database, line = r.line_number, error = %r.error_message, "rejected line");
@@ -348,7 +414,11 @@ impl Ingester {
         }
     }
 
-    fn apply_in_order(&self, sequence: SequenceNumber, tables: Vec<TableBatch>) -> Result<(), ArrowError> {
+    fn apply_in_order(
+        &self,
+        sequence: SequenceNumber,
+        tables: Vec<TableBatch>,
+    ) -> Result<(), ArrowError> {
         let inner = &self.inner;
         let mut queue = inner.apply_queue.lock();
         queue.pending.insert(sequence.0, tables);
@@ -358,7 +428,10 @@ impl Ingester {
             queue.pending.remove(&next)
         } {
             for t in tables {
-                if let Err(e) = inner.buffer.apply(queue.next, &t.database, &t.table, t.batch) {
+                if let Err(e) = inner
+                    .buffer
+                    .apply(queue.next, &t.database, &t.table, t.batch)
+                {
                     result = Err(e);
                 }
             }
@@ -366,7 +439,10 @@ impl Ingester {
             queue.next += 1;
             inner.applied.send_replace(applied);
         }
-        inner.metrics.buffer_bytes.set(inner.buffer.size_bytes() as i64);
+        inner
+            .metrics
+            .buffer_bytes
+            .set(inner.buffer.size_bytes() as i64);
         result
     }
 
@@ -380,15 +456,24 @@ impl Ingester {
         min_time_ns: i64,
         max_time_ns: i64,
     ) -> Result<Vec<RecordBatch>, ArrowError> {
-        let out = self.inner.buffer.read(database, table, schema, min_time_ns, max_time_ns);
-        self.inner.metrics.buffer_bytes.set(self.inner.buffer.size_bytes() as i64);
+        let out = self
+            .inner
+            .buffer
+            .read(database, table, schema, min_time_ns, max_time_ns);
+        self.inner
+            .metrics
+            .buffer_bytes
+            .set(self.inner.buffer.size_bytes() as i64);
         out
     }
 
     /// Drops a deleted database's buffered rows.
     pub fn drop_database(&self, database: &str) {
         self.inner.buffer.drop_database(database);
-        self.inner.metrics.buffer_bytes.set(self.inner.buffer.size_bytes() as i64);
+        self.inner
+            .metrics
+            .buffer_bytes
+            .set(self.inner.buffer.size_bytes() as i64);
     }
 
     /// Bytes of Arrow data in the buffer.
@@ -417,20 +502,31 @@ mod tests {
         fn new() -> Self {
             let dir = tempfile::tempdir().unwrap();
             let catalog = Arc::new(
-                SqliteCatalog::open(&dir.path().join("catalog.sqlite"), CatalogLimits::default()).unwrap(),
+                SqliteCatalog::open(&dir.path().join("catalog.sqlite"), CatalogLimits::default())
+                    .unwrap(),
             );
             Self { dir, catalog }
         }
 
         fn ingester(&self, buffer_mem_limit_bytes: usize) -> Ingester {
-            let config = IngesterConfig { wal_dir: self.dir.path().join("wal"), buffer_mem_limit_bytes };
+            let config = IngesterConfig {
+                wal_dir: self.dir.path().join("wal"),
+                buffer_mem_limit_bytes,
+            };
             Ingester::new(config, Arc::clone(&self.catalog), &mut Registry::default()).unwrap()
         }
 
         fn rows(&self, ingester: &Ingester, table: &str) -> String {
             let snapshot = self.catalog.snapshot();
-            let schema = snapshot.database("db").unwrap().table(table).unwrap().arrow_schema();
-            let batches = ingester.read_table("db", table, &schema, i64::MIN, i64::MAX).unwrap();
+            let schema = snapshot
+                .database("db")
+                .unwrap()
+                .table(table)
+                .unwrap()
+                .arrow_schema();
+            let batches = ingester
+                .read_table("db", table, &schema, i64::MIN, i64::MAX)
+                .unwrap();
             pretty_format_batches(&batches).unwrap().to_string()
         }
     }
@@ -449,7 +545,10 @@ mod tests {
     async fn acknowledged_write_is_readable_at_once_and_after_restart() {
         let f = Fixture::new();
         let ingester = f.ingester(1 << 30);
-        ingester.write(request("m,t=a f=1,g=2 100\nm,t=b f=5 100")).await.unwrap();
+        ingester
+            .write(request("m,t=a f=1,g=2 100\nm,t=b f=5 100"))
+            .await
+            .unwrap();
         ingester.write(request("m,t=a f=3 100")).await.unwrap();
         let expected = f.rows(&ingester, "m");
         assert_eq!(
@@ -476,7 +575,10 @@ mod tests {
         let outcome = ingester.write(req).await.unwrap();
         assert_eq!(outcome.lines_written, 0);
         assert_eq!(outcome.rejected.len(), 1);
-        assert!(f.catalog.snapshot().database("db").is_none(), "nothing was committed");
+        assert!(
+            f.catalog.snapshot().database("db").is_none(),
+            "nothing was committed"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -507,14 +609,21 @@ mod tests {
         for i in 0..32 {
             let ingester = ingester.clone();
             tasks.push(tokio::spawn(async move {
-                ingester.write(request(&format!("m,t=a f={i} 1\nm,t=k{i} f={i} 1"))).await.unwrap()
+                ingester
+                    .write(request(&format!("m,t=a f={i} 1\nm,t=k{i} f={i} 1")))
+                    .await
+                    .unwrap()
             }));
         }
         for t in tasks {
             t.await.unwrap();
         }
         let before = f.rows(&ingester, "m");
-        assert_eq!(before.lines().count(), 33 + 4, "one row for `a`, one per k{{i}}, plus borders");
+        assert_eq!(
+            before.lines().count(),
+            33 + 4,
+            "one row for `a`, one per k{{i}}, plus borders"
+        );
         ingester.shutdown().unwrap();
         drop(ingester);
         assert_eq!(f.rows(&f.ingester(1 << 30), "m"), before);

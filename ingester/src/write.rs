@@ -62,19 +62,28 @@ pub(crate) fn build_write(
                     let name = line.measurement.to_string();
                     let schema = db.and_then(|d| d.table(&name)).cloned();
                     let new_tables = tables.iter().filter(|t| t.schema.is_none()).count();
-                    if schema.is_none() && existing_tables + new_tables >= limits.max_tables_per_database {
+                    if schema.is_none()
+                        && existing_tables + new_tables >= limits.max_tables_per_database
+                    {
                         let e = catalog::Error::TooManyTables {
                             database: database.to_owned(),
                             limit: limits.max_tables_per_database,
                         };
                         rejected.push(RejectedLine {
                             line_number: line.line_number,
-                            original_line: shorten(String::from_utf8_lossy(line.original).into_owned()),
+                            original_line: shorten(
+                                String::from_utf8_lossy(line.original).into_owned(),
+                            ),
                             error_message: e.to_string(),
                         });
                         continue;
                     }
-                    tables.push(TableBuilder::new(name.clone(), schema, database, limits.max_columns_per_table));
+                    tables.push(TableBuilder::new(
+                        name.clone(),
+                        schema,
+                        database,
+                        limits.max_columns_per_table,
+                    ));
                     table_index.insert(name, tables.len() - 1);
                     tables.len() - 1
                 }
@@ -98,12 +107,19 @@ pub(crate) fn build_write(
             continue;
         }
         if !table.new_columns.is_empty() || table.schema.is_none() {
-            changes.tables.insert(table.name.clone(), table.new_columns.clone());
+            changes
+                .tables
+                .insert(table.name.clone(), table.new_columns.clone());
         }
         let name = table.name.clone();
         batches.push((name, table.finish()?));
     }
-    Ok(BuiltWrite { tables: batches, changes, rejected, lines_written })
+    Ok(BuiltWrite {
+        tables: batches,
+        changes,
+        rejected,
+        lines_written,
+    })
 }
 
 struct TableBuilder {
@@ -201,7 +217,12 @@ fn field_type(value: &FieldValue<'_>) -> ColumnType {
 }
 
 impl TableBuilder {
-    fn new(name: String, schema: Option<Arc<TableSchema>>, database: &str, max_columns: usize) -> Self {
+    fn new(
+        name: String,
+        schema: Option<Arc<TableSchema>>,
+        database: &str,
+        max_columns: usize,
+    ) -> Self {
         Self {
             name,
             database: database.to_owned(),
@@ -227,7 +248,10 @@ impl TableBuilder {
     ) -> Result<(), String> {
         let time_ns = match line.timestamp {
             Some(ts) => precision.to_nanos(ts).ok_or_else(|| {
-                format!("timestamp {ts} is out of range for precision {}", precision.name())
+                format!(
+                    "timestamp {ts} is out of range for precision {}",
+                    precision.name()
+                )
             })?,
             None => default_time_ns,
         };
@@ -245,7 +269,13 @@ impl TableBuilder {
             self.line_columns.push(column);
         }
 
-        if self.line_columns.iter().filter(|&&c| c == usize::MAX).count() > 1 {
+        if self
+            .line_columns
+            .iter()
+            .filter(|&&c| c == usize::MAX)
+            .count()
+            > 1
+        {
             // Two new keys of one line: the parser rejects a repeated tag or field, so only a
             // tag and a field of the same name can clash here.
             for (field, _) in &line.fields {
@@ -297,7 +327,12 @@ impl TableBuilder {
 
     /// The builder index of `key`, `usize::MAX` for a valid column this write has not seen yet,
     /// or the reason the line is rejected.
-    fn resolve_column(&mut self, position: usize, key: &str, sent: ColumnType) -> Result<usize, String> {
+    fn resolve_column(
+        &mut self,
+        position: usize,
+        key: &str,
+        sent: ColumnType,
+    ) -> Result<usize, String> {
         let existing = match self.last_line_columns.get(position) {
             Some(&c) if self.columns[c].name == key => Some(c),
             _ => self.column_index.get(key).copied(),
@@ -313,7 +348,9 @@ impl TableBuilder {
             return Ok(c);
         }
         if key == TIME_COLUMN {
-            return Err(format!("`{TIME_COLUMN}` is reserved for the timestamp and cannot be a tag or field"));
+            return Err(format!(
+                "`{TIME_COLUMN}` is reserved for the timestamp and cannot be a tag or field"
+            ));
         }
         let known = self
             .schema
@@ -347,9 +384,19 @@ impl TableBuilder {
         }
         let mut values = Values::new(column_type);
         values.append_nulls(self.rows);
-        self.columns.push(ColumnBuilder { name: key.to_owned(), column_type, values });
-        self.column_index.insert(key.to_owned(), self.columns.len() - 1);
-        if self.schema.as_ref().and_then(|s| s.column_type(key)).is_none() {
+        self.columns.push(ColumnBuilder {
+            name: key.to_owned(),
+            column_type,
+            values,
+        });
+        self.column_index
+            .insert(key.to_owned(), self.columns.len() - 1);
+        if self
+            .schema
+            .as_ref()
+            .and_then(|s| s.column_type(key))
+            .is_none()
+        {
             self.new_columns.insert(key.to_owned(), column_type);
         }
         self.columns.len() - 1
@@ -361,7 +408,11 @@ impl TableBuilder {
             .iter_mut()
             .map(|c| (c.name.clone(), c.column_type, c.values.finish()))
             .collect();
-        named.push((TIME_COLUMN.to_owned(), ColumnType::Time, Arc::new(self.time.finish())));
+        named.push((
+            TIME_COLUMN.to_owned(),
+            ColumnType::Time,
+            Arc::new(self.time.finish()),
+        ));
         named.sort_by(|a, b| a.0.cmp(&b.0));
         let fields: Vec<_> = named.iter().map(|(n, t, _)| arrow_field(n, *t)).collect();
         let arrays = named.into_iter().map(|(_, _, a)| a).collect();
@@ -401,7 +452,15 @@ mod tests {
     use catalog::{DatabaseId, TableId};
 
     fn build(body: &str, db: Option<&DatabaseSchema>) -> BuiltWrite {
-        build_write("db", db, CatalogLimits::default(), body.as_bytes(), Precision::Nanosecond, 42).unwrap()
+        build_write(
+            "db",
+            db,
+            CatalogLimits::default(),
+            body.as_bytes(),
+            Precision::Nanosecond,
+            42,
+        )
+        .unwrap()
     }
 
     fn table(batch: &RecordBatch) -> String {
@@ -412,15 +471,26 @@ mod tests {
         let mut columns = BTreeMap::new();
         columns.insert(Arc::from("usage"), ColumnType::Float);
         columns.insert(Arc::from("time"), ColumnType::Time);
-        let cpu = TableSchema { id: TableId(1), name: Arc::from("cpu"), columns };
+        let cpu = TableSchema {
+            id: TableId(1),
+            name: Arc::from("cpu"),
+            columns,
+        };
         let mut tables = BTreeMap::new();
         tables.insert(Arc::from("cpu"), Arc::new(cpu));
-        DatabaseSchema { id: DatabaseId(1), name: Arc::from("db"), tables }
+        DatabaseSchema {
+            id: DatabaseId(1),
+            name: Arc::from("db"),
+            tables,
+        }
     }
 
     #[test]
     fn lines_become_one_batch_per_table_with_nulls_for_missing_columns() {
-        let built = build("cpu,host=a usage=1 10\nmem free=2i 20\ncpu,host=b,dc=x idle=3 30\n", None);
+        let built = build(
+            "cpu,host=a usage=1 10\nmem free=2i 20\ncpu,host=b,dc=x idle=3 30\n",
+            None,
+        );
         assert_eq!(built.lines_written, 3);
         assert!(built.rejected.is_empty());
         let names: Vec<&str> = built.tables.iter().map(|(n, _)| n.as_str()).collect();
@@ -443,15 +513,27 @@ mod tests {
     #[test]
     fn rejects_field_type_change_with_line_number_and_keeps_the_good_lines() {
         let db = db_with_float_usage();
-        let built = build("cpu usage=1 1\ncpu usage=\"x\" 2\ncpu usage=3i 3\ncpu usage=4 4", Some(&db));
+        let built = build(
+            "cpu usage=1 1\ncpu usage=\"x\" 2\ncpu usage=3i 3\ncpu usage=4 4",
+            Some(&db),
+        );
         assert_eq!(built.lines_written, 2);
-        let rejected: Vec<(usize, &str)> =
-            built.rejected.iter().map(|r| (r.line_number, r.error_message.as_str())).collect();
+        let rejected: Vec<(usize, &str)> = built
+            .rejected
+            .iter()
+            .map(|r| (r.line_number, r.error_message.as_str()))
+            .collect();
         assert_eq!(
             rejected,
             [
-                (2, "column `usage` of table `cpu` is a float field, this write sends a string field"),
-                (3, "column `usage` of table `cpu` is a float field, this write sends an integer field"),
+                (
+                    2,
+                    "column `usage` of table `cpu` is a float field, this write sends a string field"
+                ),
+                (
+                    3,
+                    "column `usage` of table `cpu` is a float field, this write sends an integer field"
+                ),
             ]
         );
         assert_eq!(built.tables[0].1.num_rows(), 2);
@@ -463,7 +545,11 @@ mod tests {
         let built = build("m f=1i 1\nm f=2 2", None);
         assert_eq!(built.lines_written, 1);
         assert_eq!(built.rejected[0].line_number, 2);
-        assert!(built.rejected[0].error_message.contains("is an integer field"));
+        assert!(
+            built.rejected[0]
+                .error_message
+                .contains("is an integer field")
+        );
     }
 
     #[test]
@@ -507,14 +593,28 @@ mod tests {
         let s = 1_700_000_000;
         assert_eq!(Precision::Auto.to_nanos(s), Some(s * 1_000_000_000));
         assert_eq!(Precision::Auto.to_nanos(s * 1_000), Some(s * 1_000_000_000));
-        assert_eq!(Precision::Auto.to_nanos(s * 1_000_000), Some(s * 1_000_000_000));
-        assert_eq!(Precision::Auto.to_nanos(s * 1_000_000_000), Some(s * 1_000_000_000));
+        assert_eq!(
+            Precision::Auto.to_nanos(s * 1_000_000),
+            Some(s * 1_000_000_000)
+        );
+        assert_eq!(
+            Precision::Auto.to_nanos(s * 1_000_000_000),
+            Some(s * 1_000_000_000)
+        );
         assert_eq!(Precision::Second.to_nanos(i64::MAX), None);
     }
 
     #[test]
     fn out_of_range_timestamp_is_rejected_not_wrapped() {
-        let built = build_write("db", None, CatalogLimits::default(), b"m f=1 9223372036854775807", Precision::Second, 0).unwrap();
+        let built = build_write(
+            "db",
+            None,
+            CatalogLimits::default(),
+            b"m f=1 9223372036854775807",
+            Precision::Second,
+            0,
+        )
+        .unwrap();
         assert_eq!(built.lines_written, 0);
         assert!(built.rejected[0].error_message.contains("out of range"));
     }
@@ -523,8 +623,11 @@ mod tests {
     fn tags_are_dictionaries_and_fields_keep_their_types() {
         let built = build("m,t=a f=1,i=2i,u=3u,s=\"x\",b=true 1", None);
         let schema = built.tables[0].1.schema();
-        let types: Vec<String> =
-            schema.fields().iter().map(|f| format!("{}:{}", f.name(), f.data_type())).collect();
+        let types: Vec<String> = schema
+            .fields()
+            .iter()
+            .map(|f| format!("{}:{}", f.name(), f.data_type()))
+            .collect();
         assert_eq!(
             types,
             [
@@ -541,18 +644,49 @@ mod tests {
 
     #[test]
     fn lines_past_the_table_and_column_limits_are_rejected_alone() {
-        let limits = CatalogLimits { max_databases: 10, max_tables_per_database: 2, max_columns_per_table: 3 };
+        let limits = CatalogLimits {
+            max_databases: 10,
+            max_tables_per_database: 2,
+            max_columns_per_table: 3,
+        };
         let body = "a f=1 1\nb f=1 1\nc f=1 1\na g=1 2\na f=2 3";
-        let built = build_write("db", None, limits, body.as_bytes(), Precision::Nanosecond, 0).unwrap();
+        let built = build_write(
+            "db",
+            None,
+            limits,
+            body.as_bytes(),
+            Precision::Nanosecond,
+            0,
+        )
+        .unwrap();
         assert_eq!(built.lines_written, 4);
         let rejected: Vec<usize> = built.rejected.iter().map(|r| r.line_number).collect();
         assert_eq!(rejected, [3]);
-        assert!(built.rejected[0].error_message.contains("--max-tables-per-database"));
+        assert!(
+            built.rejected[0]
+                .error_message
+                .contains("--max-tables-per-database")
+        );
 
-        let limits = CatalogLimits { max_columns_per_table: 3, ..limits };
-        let built = build_write("db", None, limits, b"a f=1 1\na g=1,h=1 2\na,t=x,u=y f=1 3", Precision::Nanosecond, 0).unwrap();
+        let limits = CatalogLimits {
+            max_columns_per_table: 3,
+            ..limits
+        };
+        let built = build_write(
+            "db",
+            None,
+            limits,
+            b"a f=1 1\na g=1,h=1 2\na,t=x,u=y f=1 3",
+            Precision::Nanosecond,
+            0,
+        )
+        .unwrap();
         let rejected: Vec<usize> = built.rejected.iter().map(|r| r.line_number).collect();
         assert_eq!(rejected, [2, 3]);
-        assert!(built.rejected[0].error_message.contains("--max-columns-per-table"));
+        assert!(
+            built.rejected[0]
+                .error_message
+                .contains("--max-columns-per-table")
+        );
     }
 }

@@ -63,7 +63,9 @@ pub struct QuerierConfig {
 
 impl Default for QuerierConfig {
     fn default() -> Self {
-        Self { query_mem_limit_bytes: DEFAULT_QUERY_MEM_LIMIT_BYTES }
+        Self {
+            query_mem_limit_bytes: DEFAULT_QUERY_MEM_LIMIT_BYTES,
+        }
     }
 }
 
@@ -78,7 +80,11 @@ pub enum QueryError {
     #[error(
         "the query needs more memory than the {limit_bytes}-byte query pool allows; narrow it (time range, columns, LIMIT) or raise --query-mem-limit (TRIBUTARY_QUERY_MEM_LIMIT): {source}"
     )]
-    ResourcesExhausted { limit_bytes: usize, #[source] source: DataFusionError },
+    ResourcesExhausted {
+        limit_bytes: usize,
+        #[source]
+        source: DataFusionError,
+    },
     #[error("query failed")]
     Internal(#[source] DataFusionError),
 }
@@ -86,7 +92,10 @@ pub enum QueryError {
 impl QueryError {
     fn classify(e: DataFusionError, limit_bytes: usize) -> Self {
         match e.find_root() {
-            DataFusionError::ResourcesExhausted(_) => Self::ResourcesExhausted { limit_bytes, source: e },
+            DataFusionError::ResourcesExhausted(_) => Self::ResourcesExhausted {
+                limit_bytes,
+                source: e,
+            },
             DataFusionError::SQL(..)
             | DataFusionError::Plan(_)
             | DataFusionError::SchemaError(..)
@@ -132,17 +141,26 @@ impl Querier {
     ) -> Result<Self, QueryError> {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(config.query_mem_limit_bytes, 1.0)
-            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled))
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
+            )
             .build_arc()
             .map_err(QueryError::Internal)?;
-        Ok(Self { catalog, buffer, runtime, config })
+        Ok(Self {
+            catalog,
+            buffer,
+            runtime,
+            config,
+        })
     }
 
     /// A session whose default schema holds the tables of `database`.
     pub fn session(&self, database: &str) -> Result<SessionContext, QueryError> {
         let snapshot = self.catalog.snapshot();
         let Some(db) = snapshot.database(database) else {
-            return Err(QueryError::DatabaseNotFound { name: database.to_owned() });
+            return Err(QueryError::DatabaseNotFound {
+                name: database.to_owned(),
+            });
         };
         let config = SessionConfig::new()
             .with_information_schema(true)
@@ -150,12 +168,19 @@ impl Querier {
             .with_create_default_catalog_and_schema(false)
             // Keep `Utf8`: older Arrow clients (Grafana's among them) cannot read `Utf8View`.
             .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false)
-            .set_bool("datafusion.execution.parquet.schema_force_view_types", false);
+            .set_bool(
+                "datafusion.execution.parquet.schema_force_view_types",
+                false,
+            );
         let ctx = SessionContext::new_with_config_rt(config, Arc::clone(&self.runtime));
         let sql_catalog = MemoryCatalogProvider::new();
         let schema = DatabaseSchemaProvider::new(Arc::clone(db), Arc::clone(&self.buffer));
-        datafusion::catalog::CatalogProvider::register_schema(&sql_catalog, SQL_SCHEMA, Arc::new(schema))
-            .map_err(QueryError::Internal)?;
+        datafusion::catalog::CatalogProvider::register_schema(
+            &sql_catalog,
+            SQL_SCHEMA,
+            Arc::new(schema),
+        )
+        .map_err(QueryError::Internal)?;
         ctx.register_catalog(SQL_CATALOG, Arc::new(sql_catalog));
         Ok(ctx)
     }
@@ -169,16 +194,24 @@ impl Querier {
     ) -> Result<QueryResult, QueryError> {
         let limit = self.config.query_mem_limit_bytes;
         let ctx = self.session(database)?;
-        let mut df = ctx.sql(sql).await.map_err(|e| QueryError::classify(e, limit))?;
+        let mut df = ctx
+            .sql(sql)
+            .await
+            .map_err(|e| QueryError::classify(e, limit))?;
         if !params.is_empty() {
-            let values: HashMap<String, ScalarValue> =
-                params.into_iter().map(|(k, v)| (k, v.into_scalar())).collect();
+            let values: HashMap<String, ScalarValue> = params
+                .into_iter()
+                .map(|(k, v)| (k, v.into_scalar()))
+                .collect();
             df = df
                 .with_param_values(ParamValues::from(values))
                 .map_err(|e| QueryError::classify(e, limit))?;
         }
         let schema = Arc::clone(df.schema().inner());
-        let stream = df.execute_stream().await.map_err(|e| QueryError::classify(e, limit))?;
+        let stream = df
+            .execute_stream()
+            .await
+            .map_err(|e| QueryError::classify(e, limit))?;
         Ok(QueryResult { schema, stream })
     }
 

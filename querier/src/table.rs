@@ -62,7 +62,10 @@ struct BufferTable {
 
 impl fmt::Debug for BufferTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BufferTable").field("database", &self.database).field("table", &self.table.name).finish()
+        f.debug_struct("BufferTable")
+            .field("database", &self.database)
+            .field("table", &self.table.name)
+            .finish()
     }
 }
 
@@ -76,7 +79,10 @@ impl TableProvider for BufferTable {
         TableType::Base
     }
 
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
         // Time bounds prune partitions; DataFusion still applies every filter to the rows.
         Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
@@ -109,8 +115,11 @@ impl TableProvider for BufferTable {
                 offset += len;
             }
         }
-        let exec: Arc<dyn ExecutionPlan> =
-            MemorySourceConfig::try_new_exec(&spread, Arc::clone(&self.schema), projection.cloned())?;
+        let exec: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(
+            &spread,
+            Arc::clone(&self.schema),
+            projection.cloned(),
+        )?;
         Ok(exec)
     }
 }
@@ -125,7 +134,9 @@ fn time_bounds(filters: &[Expr]) -> (i64, i64) {
 }
 
 fn narrow(expr: &Expr, bounds: &mut (i64, i64)) {
-    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = expr else { return };
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = expr else {
+        return;
+    };
     if *op == Operator::And {
         narrow(left, bounds);
         narrow(right, bounds);
@@ -139,7 +150,9 @@ fn narrow(expr: &Expr, bounds: &mut (i64, i64)) {
         },
         _ => return,
     };
-    let Some(ns) = timestamp_ns(value) else { return };
+    let Some(ns) = timestamp_ns(value) else {
+        return;
+    };
     match op {
         Operator::Gt | Operator::GtEq => bounds.0 = bounds.0.max(ns),
         Operator::Lt | Operator::LtEq => bounds.1 = bounds.1.min(ns),

@@ -40,7 +40,10 @@ pub(crate) struct WriteBenchConfig {
 }
 
 const REGIONS: &[(&str, &[&str])] = &[
-    ("us-east-1", &["us-east-1a", "us-east-1b", "us-east-1c", "us-east-1e"]),
+    (
+        "us-east-1",
+        &["us-east-1a", "us-east-1b", "us-east-1c", "us-east-1e"],
+    ),
     ("us-west-1", &["us-west-1a", "us-west-1b"]),
     ("us-west-2", &["us-west-2a", "us-west-2b", "us-west-2c"]),
     ("eu-west-1", &["eu-west-1a", "eu-west-1b", "eu-west-1c"]),
@@ -51,8 +54,16 @@ const REGIONS: &[(&str, &[&str])] = &[
     ("sa-east-1", &["sa-east-1a", "sa-east-1b", "sa-east-1c"]),
 ];
 const FIELDS: &[&str] = &[
-    "usage_user", "usage_system", "usage_idle", "usage_nice", "usage_iowait",
-    "usage_irq", "usage_softirq", "usage_steal", "usage_guest", "usage_guest_nice",
+    "usage_user",
+    "usage_system",
+    "usage_idle",
+    "usage_nice",
+    "usage_iowait",
+    "usage_irq",
+    "usage_softirq",
+    "usage_steal",
+    "usage_guest",
+    "usage_guest_nice",
 ];
 /// 2016-01-01T00:00:00Z in nanoseconds, TSBS's default start.
 const START_NS: i64 = 1_451_606_400_000_000_000;
@@ -95,7 +106,9 @@ pub(crate) fn tsbs_cpu_bodies(hosts: usize, hours: usize, batch_lines: usize) ->
             )
         })
         .collect();
-    let mut values: Vec<[f64; 10]> = (0..hosts).map(|_| [0.0; 10].map(|_: f64| rng.unit() * 100.0)).collect();
+    let mut values: Vec<[f64; 10]> = (0..hosts)
+        .map(|_| [0.0; 10].map(|_: f64| rng.unit() * 100.0))
+        .collect();
     let steps = hours * 360;
     let mut bodies = Vec::new();
     let mut body = String::with_capacity(batch_lines * 520);
@@ -130,7 +143,10 @@ pub(crate) fn tsbs_cpu_bodies(hosts: usize, hours: usize, batch_lines: usize) ->
 }
 
 pub(crate) fn main(config: WriteBenchConfig) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
     runtime.block_on(run(config))
 }
 
@@ -143,7 +159,11 @@ async fn run(config: WriteBenchConfig) -> anyhow::Result<()> {
         .trim_end_matches('/')
         .to_owned();
     let t = Instant::now();
-    let bodies = Arc::new(tsbs_cpu_bodies(config.hosts, config.hours, config.batch_lines));
+    let bodies = Arc::new(tsbs_cpu_bodies(
+        config.hosts,
+        config.hours,
+        config.batch_lines,
+    ));
     let total_lines = config.hosts * config.hours * 360;
     let total_bytes: usize = bodies.iter().map(|b| b.len()).sum();
     eprintln!(
@@ -162,7 +182,8 @@ async fn run(config: WriteBenchConfig) -> anyhow::Result<()> {
         workers.push(tokio::spawn(async move {
             let stream = tokio::net::TcpStream::connect(&authority).await?;
             stream.set_nodelay(true)?;
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
             tokio::spawn(conn);
             let mut latencies = Vec::new();
             loop {
@@ -178,7 +199,10 @@ async fn run(config: WriteBenchConfig) -> anyhow::Result<()> {
                 let text = response.into_body().collect().await?.to_bytes();
                 latencies.push(sent.elapsed());
                 if !status.is_success() {
-                    anyhow::bail!("write {i} failed with {status}: {}", String::from_utf8_lossy(&text));
+                    anyhow::bail!(
+                        "write {i} failed with {status}: {}",
+                        String::from_utf8_lossy(&text)
+                    );
                 }
             }
             Ok::<_, anyhow::Error>(latencies)
@@ -196,13 +220,19 @@ async fn run(config: WriteBenchConfig) -> anyhow::Result<()> {
     println!("elapsed:          {elapsed:.2} s");
     println!("lines/s:          {:.0}", total_lines as f64 / elapsed);
     println!("values/s:         {:.0}", values as f64 / elapsed);
-    println!("MB/s (body):      {:.1}", total_bytes as f64 / 1e6 / elapsed);
+    println!(
+        "MB/s (body):      {:.1}",
+        total_bytes as f64 / 1e6 / elapsed
+    );
     println!("request p50/p99:  {:.1} / {:.1} ms", pct(0.5), pct(0.99));
     if let (Some(pid), Some(before)) = (config.server_pid, cpu_before) {
         let cpu = server_cpu_seconds(pid)? - before;
         println!("server CPU:       {cpu:.2} s");
         println!("values/CPU-s:     {:.0}", values as f64 / cpu);
-        println!("server peak RSS:  {:.0} MiB", server_peak_rss_kib(pid)? as f64 / 1024.0);
+        println!(
+            "server peak RSS:  {:.0} MiB",
+            server_peak_rss_kib(pid)? as f64 / 1024.0
+        );
     }
     Ok(())
 }

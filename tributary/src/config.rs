@@ -61,18 +61,47 @@ impl ServeConfig {
     pub(crate) fn validate(&self) -> Result<(), String> {
         let min = |value: u64, flag: &str, env: &str, least: u64| {
             if value < least {
-                Err(format!("--{flag} ({env}) must be at least {least} bytes, got {value}"))
+                Err(format!(
+                    "--{flag} ({env}) must be at least {least} bytes, got {value}"
+                ))
             } else {
                 Ok(())
             }
         };
-        min(self.max_http_request_size, "max-http-request-size", "TRIBUTARY_MAX_HTTP_REQUEST_SIZE", 1024)?;
-        min(self.buffer_mem_limit, "buffer-mem-limit", "TRIBUTARY_BUFFER_MEM_LIMIT", 1024 * 1024)?;
-        min(self.query_mem_limit, "query-mem-limit", "TRIBUTARY_QUERY_MEM_LIMIT", 1024 * 1024)?;
+        min(
+            self.max_http_request_size,
+            "max-http-request-size",
+            "TRIBUTARY_MAX_HTTP_REQUEST_SIZE",
+            1024,
+        )?;
+        min(
+            self.buffer_mem_limit,
+            "buffer-mem-limit",
+            "TRIBUTARY_BUFFER_MEM_LIMIT",
+            1024 * 1024,
+        )?;
+        min(
+            self.query_mem_limit,
+            "query-mem-limit",
+            "TRIBUTARY_QUERY_MEM_LIMIT",
+            1024 * 1024,
+        )?;
         for (value, flag, env) in [
-            (self.max_databases, "max-databases", "TRIBUTARY_MAX_DATABASES"),
-            (self.max_tables_per_database, "max-tables-per-database", "TRIBUTARY_MAX_TABLES_PER_DATABASE"),
-            (self.max_columns_per_table, "max-columns-per-table", "TRIBUTARY_MAX_COLUMNS_PER_TABLE"),
+            (
+                self.max_databases,
+                "max-databases",
+                "TRIBUTARY_MAX_DATABASES",
+            ),
+            (
+                self.max_tables_per_database,
+                "max-tables-per-database",
+                "TRIBUTARY_MAX_TABLES_PER_DATABASE",
+            ),
+            (
+                self.max_columns_per_table,
+                "max-columns-per-table",
+                "TRIBUTARY_MAX_COLUMNS_PER_TABLE",
+            ),
         ] {
             if value == 0 {
                 return Err(format!("--{flag} ({env}) must be at least 1, got 0"));
@@ -103,11 +132,13 @@ impl ServeConfig {
 /// Parses a size such as `1024`, `64KiB`, `10MiB`, `1GB` into bytes.
 pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("`{s}` is not a size: expected a number with an optional unit such as 64MiB"))?;
+    let number: f64 = number.parse().map_err(|_| {
+        format!("`{s}` is not a size: expected a number with an optional unit such as 64MiB")
+    })?;
     let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" => 1_000,
@@ -118,7 +149,11 @@ pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
         "gib" => 1 << 30,
         "t" | "tb" => 1_000_000_000_000,
         "tib" => 1 << 40,
-        other => return Err(format!("unknown size unit `{other}` in `{s}`: use B, KB, KiB, MB, MiB, GB, GiB, TB or TiB")),
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` in `{s}`: use B, KB, KiB, MB, MiB, GB, GiB, TB or TiB"
+            ));
+        }
     };
     Ok((number * factor as f64) as u64)
 }
@@ -135,6 +170,10 @@ mod tests {
         assert_eq!(parse_size("1GB").unwrap(), 1_000_000_000);
         assert_eq!(parse_size("1.5 GiB").unwrap(), 3 * (1 << 29));
         assert!(parse_size("ten").is_err());
-        assert!(parse_size("10 parsecs").unwrap_err().contains("unknown size unit"));
+        assert!(
+            parse_size("10 parsecs")
+                .unwrap_err()
+                .contains("unknown size unit")
+        );
     }
 }

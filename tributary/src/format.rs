@@ -18,7 +18,10 @@ pub(crate) enum OutputFormat {
 
 impl OutputFormat {
     /// The `format` parameter if given, else the `Accept` header, else JSON.
-    pub(crate) fn choose(param: Option<&str>, accept: Option<&HeaderValue>) -> Result<Self, ApiError> {
+    pub(crate) fn choose(
+        param: Option<&str>,
+        accept: Option<&HeaderValue>,
+    ) -> Result<Self, ApiError> {
         if let Some(name) = param.filter(|p| !p.is_empty()) {
             return Self::from_name(name).ok_or_else(|| {
                 ApiError::bad_request(format!(
@@ -31,7 +34,9 @@ impl OutputFormat {
             let media = media.split(';').next().unwrap_or("").trim();
             let format = match media {
                 "application/json" => Self::Json,
-                "application/jsonl" | "application/x-ndjson" | "application/jsonlines" => Self::Jsonl,
+                "application/jsonl" | "application/x-ndjson" | "application/jsonlines" => {
+                    Self::Jsonl
+                }
                 "text/csv" => Self::Csv,
                 "text/plain" => Self::Pretty,
                 "application/vnd.apache.parquet" | "application/parquet" => Self::Parquet,
@@ -73,7 +78,11 @@ impl OutputFormat {
         }
     }
 
-    pub(crate) fn encode(self, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, ArrowError> {
+    pub(crate) fn encode(
+        self,
+        schema: &SchemaRef,
+        batches: &[RecordBatch],
+    ) -> Result<Vec<u8>, ArrowError> {
         let mut out = Vec::new();
         match self {
             Self::Json => {
@@ -109,7 +118,9 @@ impl OutputFormat {
             }
             Self::Pretty => {
                 let table = if batches.is_empty() {
-                    arrow::util::pretty::pretty_format_batches(&[RecordBatch::new_empty(schema.clone())])?
+                    arrow::util::pretty::pretty_format_batches(&[RecordBatch::new_empty(
+                        schema.clone(),
+                    )])?
                 } else {
                     arrow::util::pretty::pretty_format_batches(batches)?
                 };
@@ -119,12 +130,15 @@ impl OutputFormat {
                 let props = parquet::file::properties::WriterProperties::builder()
                     .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
                     .build();
-                let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, schema.clone(), Some(props))
-                    .map_err(|e| ArrowError::ExternalError(Box::new(e)))?;
+                let mut w =
+                    parquet::arrow::ArrowWriter::try_new(&mut out, schema.clone(), Some(props))
+                        .map_err(|e| ArrowError::ExternalError(Box::new(e)))?;
                 for b in batches {
-                    w.write(b).map_err(|e| ArrowError::ExternalError(Box::new(e)))?;
+                    w.write(b)
+                        .map_err(|e| ArrowError::ExternalError(Box::new(e)))?;
                 }
-                w.close().map_err(|e| ArrowError::ExternalError(Box::new(e)))?;
+                w.close()
+                    .map_err(|e| ArrowError::ExternalError(Box::new(e)))?;
             }
         }
         Ok(out)

@@ -28,7 +28,8 @@ impl BufferReader for LocalBuffer {
         min_time_ns: i64,
         max_time_ns: i64,
     ) -> Result<Vec<RecordBatch>, ArrowError> {
-        self.0.read_table(database, table, schema, min_time_ns, max_time_ns)
+        self.0
+            .read_table(database, table, schema, min_time_ns, max_time_ns)
     }
 }
 
@@ -37,7 +38,10 @@ pub(crate) fn main(config: ServeConfig) -> ExitCode {
     let filter = match filter {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("--log-filter (TRIBUTARY_LOG_FILTER) `{}` is invalid: {e}", config.log_filter);
+            eprintln!(
+                "--log-filter (TRIBUTARY_LOG_FILTER) `{}` is invalid: {e}",
+                config.log_filter
+            );
             return ExitCode::from(2);
         }
     };
@@ -51,7 +55,10 @@ pub(crate) fn main(config: ServeConfig) -> ExitCode {
         eprintln!("{e}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");
@@ -112,7 +119,9 @@ async fn run(config: ServeConfig) -> anyhow::Result<()> {
         tokio::task::block_in_place(|| Ingester::new(ingester_config, catalog, registry))?
     };
     let querier = Querier::new(
-        QuerierConfig { query_mem_limit_bytes: config.query_mem_limit as usize },
+        QuerierConfig {
+            query_mem_limit_bytes: config.query_mem_limit as usize,
+        },
         Arc::clone(&catalog),
         Arc::new(LocalBuffer(ingester.clone())),
     )?;
@@ -137,7 +146,8 @@ async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .context("HTTP server failed")?;
 
     tracing::info!("in-flight requests finished; closing the write-ahead log");
-    tokio::task::block_in_place(|| ingester.shutdown()).context("cannot close the write-ahead log")?;
+    tokio::task::block_in_place(|| ingester.shutdown())
+        .context("cannot close the write-ahead log")?;
     tracing::info!("stopped");
     drop(lock_file);
     Ok(())
@@ -149,7 +159,8 @@ fn write_bound_address(config: &ServeConfig, addr: std::net::SocketAddr) -> anyh
     use anyhow::Context;
     let path = config.data_dir.join("http-addr");
     let tmp = config.data_dir.join("http-addr.tmp");
-    std::fs::write(&tmp, addr.to_string()).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::write(&tmp, addr.to_string())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }

@@ -29,7 +29,11 @@ pub(crate) enum BodyError {
 
 /// Reads the whole body, at most `limit_bytes`, and decompresses gzip (also multi-member)
 /// to at most `limit_bytes`.
-pub(crate) async fn read_body(headers: &HeaderMap, body: Body, limit_bytes: usize) -> Result<Bytes, BodyError> {
+pub(crate) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit_bytes: usize,
+) -> Result<Bytes, BodyError> {
     let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -92,11 +96,17 @@ mod tests {
     fn gzip_bomb_stops_at_the_limit() {
         let bomb = gz(&vec![b'a'; 10 * 1024 * 1024]);
         assert!(bomb.len() < 64 * 1024);
-        assert!(matches!(gunzip(&bomb, 1024 * 1024), Err(BodyError::DecompressedTooLarge { .. })));
+        assert!(matches!(
+            gunzip(&bomb, 1024 * 1024),
+            Err(BodyError::DecompressedTooLarge { .. })
+        ));
     }
 
     #[test]
     fn garbage_is_not_gzip() {
-        assert!(matches!(gunzip(b"not gzip at all", 1024), Err(BodyError::BadGzip(_))));
+        assert!(matches!(
+            gunzip(b"not gzip at all", 1024),
+            Err(BodyError::BadGzip(_))
+        ));
     }
 }

@@ -29,15 +29,26 @@ pub(crate) async fn list_databases(
         let params = Params::parse(query.as_deref())?;
         let format = OutputFormat::choose(params.get("format"), headers.get(ACCEPT))?;
         let snapshot = state.inner.catalog.snapshot();
-        let names: StringArray = snapshot.databases.keys().map(|k| Some(k.as_ref())).collect();
-        let schema = Arc::new(Schema::new(vec![Field::new(DATABASE_COLUMN, DataType::Utf8, false)]));
+        let names: StringArray = snapshot
+            .databases
+            .keys()
+            .map(|k| Some(k.as_ref()))
+            .collect();
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            DATABASE_COLUMN,
+            DataType::Utf8,
+            false,
+        )]));
         let batch = RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(names)])
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         let body = format
             .encode(&schema, &[batch])
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         let mut response = body.into_response();
-        response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(format.content_type()),
+        );
         Ok::<_, ApiError>(response)
     }
     .await;
@@ -49,11 +60,17 @@ struct CreateDatabase {
     db: String,
 }
 
-pub(crate) async fn create_database(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+pub(crate) async fn create_database(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let result = async {
         let body = read_body(&headers, body, state.inner.max_request_bytes).await?;
         let request: CreateDatabase = serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request(format!("the body must be JSON like {{\"db\": \"mydb\"}}: {e}"))
+            ApiError::bad_request(format!(
+                "the body must be JSON like {{\"db\": \"mydb\"}}: {e}"
+            ))
         })?;
         state.inner.catalog.create_database(&request.db).await?;
         tracing::info!(db = %request.db, "created database");
@@ -63,7 +80,10 @@ pub(crate) async fn create_database(State(state): State<AppState>, headers: Head
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-pub(crate) async fn delete_database(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
+pub(crate) async fn delete_database(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Response {
     let result = async {
         let params = Params::parse(query.as_deref())?;
         let db = params.required("db")?;

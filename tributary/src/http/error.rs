@@ -35,7 +35,12 @@ pub(crate) struct ApiError {
 
 impl ApiError {
     pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), rejected: Vec::new(), dialect: Dialect::V3 }
+        Self {
+            status,
+            message: message.into(),
+            rejected: Vec::new(),
+            dialect: Dialect::V3,
+        }
     }
 
     pub(crate) fn bad_request(message: impl Into<String>) -> Self {
@@ -49,7 +54,12 @@ impl ApiError {
 
     /// Lines that were rejected: `400` with the partial-write body.
     pub(crate) fn rejected_lines(rejected: Vec<RejectedLine>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, message: PARTIAL_WRITE.to_owned(), rejected, dialect: Dialect::V3 }
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: PARTIAL_WRITE.to_owned(),
+            rejected,
+            dialect: Dialect::V3,
+        }
     }
 
     /// A 5xx: the client gets `public`, the log gets the whole chain of `e`.
@@ -145,7 +155,9 @@ impl From<catalog::Error> for ApiError {
 impl From<WriteError> for ApiError {
     fn from(e: WriteError) -> Self {
         match e {
-            WriteError::BufferFull { .. } => Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            WriteError::BufferFull { .. } => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
             WriteError::Catalog(e) => e.into(),
             WriteError::Wal(_) | WriteError::Arrow(_) | WriteError::Task(_) => {
                 Self::internal(StatusCode::INTERNAL_SERVER_ERROR, "the write failed", &e)

@@ -48,7 +48,15 @@ impl AppState {
         registry: Arc<Registry>,
         max_request_bytes: usize,
     ) -> Self {
-        Self { inner: Arc::new(StateInner { catalog, ingester, querier, registry, max_request_bytes }) }
+        Self {
+            inner: Arc::new(StateInner {
+                catalog,
+                ingester,
+                querier,
+                registry,
+                max_request_bytes,
+            }),
+        }
     }
 }
 
@@ -57,7 +65,10 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/v3/write_lp", axum::routing::post(write::write_v3))
         .route("/api/v2/write", axum::routing::post(write::write_v2))
         .route("/write", axum::routing::post(write::write_v1))
-        .route("/api/v3/query_sql", get(query::query_get).post(query::query_post))
+        .route(
+            "/api/v3/query_sql",
+            get(query::query_get).post(query::query_post),
+        )
         .route(
             "/api/v3/configure/database",
             get(configure::list_databases)
@@ -80,10 +91,13 @@ async fn health() -> &'static str {
 /// `204` with the version headers, as InfluxDB 1 answers (its Python client insists on 204).
 async fn ping() -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
+    response.headers_mut().insert(
+        "X-Influxdb-Version",
+        HeaderValue::from_static(INFLUXDB_VERSION),
+    );
     response
         .headers_mut()
-        .insert("X-Influxdb-Version", HeaderValue::from_static(INFLUXDB_VERSION));
-    response.headers_mut().insert("X-Influxdb-Build", HeaderValue::from_static("Tributary"));
+        .insert("X-Influxdb-Build", HeaderValue::from_static("Tributary"));
     response
 }
 
@@ -94,12 +108,18 @@ async fn metrics(State(state): State<AppState>) -> Response {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         text,
     )
         .into_response()
 }
 
 async fn not_found(uri: axum::http::Uri) -> Response {
-    error::json_error(StatusCode::NOT_FOUND, format!("no endpoint at {}", uri.path()))
+    error::json_error(
+        StatusCode::NOT_FOUND,
+        format!("no endpoint at {}", uri.path()),
+    )
 }

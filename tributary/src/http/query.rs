@@ -39,7 +39,9 @@ pub(crate) async fn query_get(
             None | Some("") => HashMap::new(),
             Some(json) => {
                 let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json)
-                    .map_err(|e| ApiError::bad_request(format!("`params` must be a JSON object: {e}")))?;
+                    .map_err(|e| {
+                        ApiError::bad_request(format!("`params` must be a JSON object: {e}"))
+                    })?;
                 param_values(map)?
             }
         };
@@ -89,7 +91,11 @@ fn param_values(
                     (Some(i), _, _) => ParamValue::Int(i),
                     (None, Some(u), _) => ParamValue::UInt(u),
                     (None, None, Some(f)) => ParamValue::Float(f),
-                    _ => return Err(ApiError::bad_request(format!("parameter `{name}` is not a number SQL can use"))),
+                    _ => {
+                        return Err(ApiError::bad_request(format!(
+                            "parameter `{name}` is not a number SQL can use"
+                        )));
+                    }
                 },
                 Value::String(s) => ParamValue::String(s),
                 Value::Array(_) | Value::Object(_) => {
@@ -114,14 +120,36 @@ async fn run(
     let started = std::time::Instant::now();
     let result = querier.query(db, q, params).await?;
     let schema = result.schema;
-    let batches: Vec<_> = result.stream.try_collect().await.map_err(|e| querier.stream_error(e))?;
+    let batches: Vec<_> = result
+        .stream
+        .try_collect()
+        .await
+        .map_err(|e| querier.stream_error(e))?;
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    tracing::debug!(db, rows, elapsed_ms = started.elapsed().as_millis() as u64, "query");
+    tracing::debug!(
+        db,
+        rows,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "query"
+    );
     let body = tokio::task::spawn_blocking(move || format.encode(&schema, &batches))
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding task failed: {e}")))?
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode the result as {}: {e}", format.name())))?;
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("encoding task failed: {e}"),
+            )
+        })?
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot encode the result as {}: {e}", format.name()),
+            )
+        })?;
     let mut response = body.into_response();
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
     Ok(response)
 }

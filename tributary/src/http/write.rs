@@ -21,13 +21,18 @@ impl Params {
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub(crate) fn required(&self, name: &str) -> Result<&str, ApiError> {
         match self.get(name) {
             Some(v) if !v.is_empty() => Ok(v),
-            _ => Err(ApiError::bad_request(format!("missing query parameter `{name}`"))),
+            _ => Err(ApiError::bad_request(format!(
+                "missing query parameter `{name}`"
+            ))),
         }
     }
 
@@ -43,15 +48,25 @@ impl Params {
     }
 }
 
-fn precision(value: Option<&str>, accepted: &[(&str, Precision)], default: Precision) -> Result<Precision, ApiError> {
-    let Some(value) = value else { return Ok(default) };
-    accepted.iter().find(|(name, _)| *name == value).map(|(_, p)| *p).ok_or_else(|| {
-        let names: Vec<&str> = accepted.iter().map(|(n, _)| *n).collect();
-        ApiError::bad_request(format!(
-            "invalid precision `{value}`: use one of {}",
-            names.join(", ")
-        ))
-    })
+fn precision(
+    value: Option<&str>,
+    accepted: &[(&str, Precision)],
+    default: Precision,
+) -> Result<Precision, ApiError> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    accepted
+        .iter()
+        .find(|(name, _)| *name == value)
+        .map(|(_, p)| *p)
+        .ok_or_else(|| {
+            let names: Vec<&str> = accepted.iter().map(|(n, _)| *n).collect();
+            ApiError::bad_request(format!(
+                "invalid precision `{value}`: use one of {}",
+                names.join(", ")
+            ))
+        })
 }
 
 const V3_PRECISIONS: &[(&str, Precision)] = &[
@@ -96,7 +111,16 @@ pub(crate) async fn write_v3(
         let precision = precision(params.get("precision"), V3_PRECISIONS, Precision::Auto)?;
         let accept_partial = params.flag("accept_partial", true)?;
         let no_sync = params.flag("no_sync", false)?;
-        write(&state, &headers, body, database, precision, accept_partial, no_sync).await
+        write(
+            &state,
+            &headers,
+            body,
+            database,
+            precision,
+            accept_partial,
+            no_sync,
+        )
+        .await
     }
     .await;
     respond(result, Dialect::V3)
@@ -111,7 +135,11 @@ pub(crate) async fn write_v2(
     let result = async {
         let params = Params::parse(query.as_deref())?;
         let database = params.required("bucket")?.to_owned();
-        let precision = precision(params.get("precision"), V2_PRECISIONS, Precision::Nanosecond)?;
+        let precision = precision(
+            params.get("precision"),
+            V2_PRECISIONS,
+            Precision::Nanosecond,
+        )?;
         write(&state, &headers, body, database, precision, false, false).await
     }
     .await;
@@ -127,7 +155,11 @@ pub(crate) async fn write_v1(
     let result = async {
         let params = Params::parse(query.as_deref())?;
         let database = params.required("db")?.to_owned();
-        let precision = precision(params.get("precision"), V1_PRECISIONS, Precision::Nanosecond)?;
+        let precision = precision(
+            params.get("precision"),
+            V1_PRECISIONS,
+            Precision::Nanosecond,
+        )?;
         write(&state, &headers, body, database, precision, false, false).await
     }
     .await;
@@ -150,7 +182,13 @@ async fn write(
     let outcome = state
         .inner
         .ingester
-        .write(WriteRequest { database, body, precision, accept_partial, no_sync })
+        .write(WriteRequest {
+            database,
+            body,
+            precision,
+            accept_partial,
+            no_sync,
+        })
         .await?;
     if outcome.rejected.is_empty() {
         Ok(())

@@ -6,11 +6,21 @@ use std::process::Command;
 
 fn workspace_dependencies() -> BTreeMap<String, BTreeSet<String>> {
     let output = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo metadata runs");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     metadata["packages"]
         .as_array()
@@ -41,7 +51,9 @@ fn formats_do_not_depend_on_datafusion_and_roles_not_on_each_other() {
     }
     let roles = ["ingester", "querier", "router", "compactor"];
     for role in roles {
-        let Some(deps) = graph.get(role) else { continue };
+        let Some(deps) = graph.get(role) else {
+            continue;
+        };
         for other in roles {
             assert!(!deps.contains(other), "{role} must not depend on {other}");
         }
