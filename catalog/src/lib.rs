@@ -116,6 +116,8 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     /// ignored), checking types and limits, and returns the snapshot that includes them.
     async fn apply(&self, changes: SchemaChanges) -> Result<Arc<CatalogSnapshot>>;
 
-    /// Marks a database deleted; its name may be used again.
-    async fn delete_database(&self, name: &str) -> Result<()>;
+    /// Marks a database deleted; its name may be used again. `wal_cutoff` is the highest
+    /// write-ahead log sequence number handed out when it was deleted: replay skips that
+    /// database's entries up to it, so a deleted database never comes back after a restart.
+    async fn delete_database(&self, name: &str, wal_cutoff: u64) -> Result<()>;
 }

@@ -137,11 +137,20 @@ impl DatabaseSchema {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CatalogSnapshot {
     pub databases: BTreeMap<Arc<str>, Arc<DatabaseSchema>>,
+    /// Deleted database names -> the highest WAL sequence number of their deleted data.
+    pub deleted_wal_cutoffs: BTreeMap<Arc<str>, u64>,
 }
 
 impl CatalogSnapshot {
     pub fn database(&self, name: &str) -> Option<&Arc<DatabaseSchema>> {
         self.databases.get(name)
+    }
+
+    /// Whether a WAL entry of `database` with `sequence` belongs to a deleted database.
+    pub fn is_deleted_data(&self, database: &str, sequence: u64) -> bool {
+        self.deleted_wal_cutoffs
+            .get(database)
+            .is_some_and(|&cutoff| sequence <= cutoff)
     }
 }
 

@@ -17,7 +17,9 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS databases (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL,
-    deleted INTEGER NOT NULL DEFAULT 0
+    deleted INTEGER NOT NULL DEFAULT 0,
+    -- The highest WAL sequence number handed out when the database was deleted.
+    deleted_wal_cutoff INTEGER
 );
 CREATE UNIQUE INDEX IF NOT EXISTS databases_live_name ON databases(name) WHERE deleted = 0;
 CREATE TABLE IF NOT EXISTS tables (
@@ -145,7 +147,7 @@ impl Catalog for SqliteCatalog {
         self.blocking(move |inner| inner.apply(changes)).await
     }
 
-    async fn delete_database(&self, name: &str) -> Result<()> {
+    async fn delete_database(&self, name: &str, wal_cutoff: u64) -> Result<()> {
         let name = name.to_owned();
         self.blocking(move |inner| {
             let conn = inner.conn.lock();
@@ -154,11 +156,16 @@ impl Catalog for SqliteCatalog {
                 return Err(Error::DatabaseNotFound { name });
             };
             conn.execute(
-                "UPDATE databases SET deleted = 1 WHERE id = ?1",
-                params![db.id.0],
+                "UPDATE databases SET deleted = 1, deleted_wal_cutoff = ?2 WHERE id = ?1",
+                params![db.id.0, wal_cutoff as i64],
             )?;
             let mut next = (*current).clone();
             next.databases.remove(name.as_str());
+            let cutoff = next
+                .deleted_wal_cutoffs
+                .entry(Arc::from(name.as_str()))
+                .or_insert(0);
+            *cutoff = (*cutoff).max(wal_cutoff);
             *inner.snapshot.write() = Arc::new(next);
             Ok(())
         })
@@ -306,6 +313,18 @@ impl Inner {
 fn load_snapshot(conn: &Connection) -> Result<CatalogSnapshot> {
     let mut snapshot = CatalogSnapshot::default();
     let mut by_id: BTreeMap<i64, DatabaseSchema> = BTreeMap::new();
+    let mut stmt = conn.prepare(
+        "SELECT name, max(deleted_wal_cutoff) FROM databases WHERE deleted = 1 GROUP BY name",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?))
+    })?;
+    for row in rows {
+        let (name, cutoff) = row?;
+        snapshot
+            .deleted_wal_cutoffs
+            .insert(name.into(), cutoff.unwrap_or(0) as u64);
+    }
     let mut stmt = conn.prepare("SELECT id, name FROM databases WHERE deleted = 0")?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
     for row in rows {
@@ -487,16 +506,25 @@ mod tests {
             cat.create_database("db").await,
             Err(Error::DatabaseExists { .. })
         ));
-        cat.delete_database("db").await.unwrap();
+        cat.delete_database("db", 7).await.unwrap();
         assert!(cat.snapshot().database("db").is_none());
         assert!(matches!(
-            cat.delete_database("db").await,
+            cat.delete_database("db", 8).await,
             Err(Error::DatabaseNotFound { .. })
         ));
         let again = cat.create_database("db").await.unwrap();
         drop(cat);
         let cat = SqliteCatalog::open(&path, CatalogLimits::default()).unwrap();
-        assert_eq!(cat.snapshot().database("db").unwrap().id, again.id);
+        let snapshot = cat.snapshot();
+        assert_eq!(snapshot.database("db").unwrap().id, again.id);
+        assert!(
+            snapshot.is_deleted_data("db", 7),
+            "entries up to the cutoff are the old database's"
+        );
+        assert!(
+            !snapshot.is_deleted_data("db", 8),
+            "later entries belong to the new one"
+        );
     }
 
     #[tokio::test]

@@ -74,7 +74,7 @@ impl Buffer {
         let key = (Arc::<str>::from(database), Arc::<str>::from(table));
         let table_buffer = tables.entry(key).or_default();
         for (day, batch) in by_day {
-            let size_bytes = batch.get_array_memory_size();
+            let size_bytes = size_bytes(&batch);
             self.size_bytes.fetch_add(size_bytes, Ordering::Relaxed);
             let chunk = Chunk {
                 sequence,
@@ -132,6 +132,9 @@ impl Buffer {
         min_time_ns: i64,
         max_time_ns: i64,
     ) -> Result<Vec<RecordBatch>, ArrowError> {
+        if min_time_ns > max_time_ns {
+            return Ok(vec![]);
+        }
         let key = (Arc::<str>::from(database), Arc::<str>::from(table));
         let days: Vec<i64> = {
             let tables = self.tables.read();
@@ -175,7 +178,7 @@ impl Buffer {
             .collect::<Result<Vec<_>, _>>()?;
         let merged = dedup_sorted(&concat_batches(&schema, &conformed)?)?;
         let merged_sequence = chunks.last().expect("partitions are never empty").sequence;
-        let merged_size = merged.get_array_memory_size();
+        let merged_size = size_bytes(&merged);
 
         let mut tables = self.tables.write();
         if let Some(p) = tables.get_mut(key).and_then(|t| t.partitions.get_mut(&day)) {
@@ -199,6 +202,20 @@ impl Buffer {
         }
         Ok(Some(merged))
     }
+}
+
+/// Bytes of the rows of `batch`. Not `get_array_memory_size`: batches decoded from the WAL
+/// share one allocation per entry, which that would count once per column.
+fn size_bytes(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size())
+        })
+        .sum()
 }
 
 /// Splits a batch by UTC day of its `time` column; one slice when all rows share a day.

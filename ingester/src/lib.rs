@@ -139,8 +139,10 @@ pub struct RejectedLine {
 #[derive(Debug, Clone, Default)]
 pub struct WriteOutcome {
     pub lines_written: usize,
-    /// Lines rejected; non-empty means the client gets a partial-write error.
+    /// The first rejected lines, in detail; non-empty means the client gets a partial-write error.
     pub rejected: Vec<RejectedLine>,
+    /// All rejected lines, also those beyond the detailed ones.
+    pub lines_rejected: usize,
 }
 
 /// Errors of a whole write request.
@@ -248,6 +250,7 @@ impl Ingester {
     ) -> Result<Self, InitError> {
         let buffer = Buffer::default();
         let mut replayed = 0u64;
+        let snapshot = catalog.snapshot();
         let wal_config = WalConfig {
             dir: config.wal_dir.clone(),
             ..WalConfig::default()
@@ -255,7 +258,14 @@ impl Ingester {
         let wal = Wal::open(wal_config, registry, |seq, entry| {
             replayed += 1;
             for t in entry.tables {
-                buffer.apply(seq.0, &t.database, &t.table, t.batch)?;
+                if snapshot.is_deleted_data(&t.database, seq.0) {
+                    continue;
+                }
+                // An entry the buffer cannot take passed its CRC, so it is not a torn write;
+                // losing it is better than never starting again.
+                if let Err(e) = buffer.apply(seq.0, &t.database, &t.table, t.batch) {
+                    tracing::error!(sequence = seq.0, db = %t.database, table = %t.table, error = %e, "skipping a WAL entry the buffer cannot take");
+                }
             }
             Ok(())
         })
@@ -362,7 +372,13 @@ impl Ingester {
             }
             match inner.catalog.apply(built.changes.clone()).await {
                 Ok(_) => break (built, encoded),
-                Err(catalog::Error::TypeConflict { .. }) if attempts < 3 => continue,
+                // Another writer got there first; the next build rejects just the lines that
+                // no longer fit.
+                Err(
+                    catalog::Error::TypeConflict { .. }
+                    | catalog::Error::TooManyTables { .. }
+                    | catalog::Error::TooManyColumns { .. },
+                ) if attempts < 3 => continue,
                 Err(e) => return Err(WriteError::Catalog(e)),
             }
         };
@@ -372,7 +388,8 @@ impl Ingester {
             // Nothing to write: no valid line, or some invalid and partial writes refused.
             return Ok(WriteOutcome {
                 lines_written: 0,
-                rejected: built.rejected,
+                lines_rejected: built.rejected.total,
+                rejected: built.rejected.details,
             });
         };
         let sequence = inner
@@ -393,7 +410,8 @@ impl Ingester {
             .inc_by(built.lines_written as u64);
         Ok(WriteOutcome {
             lines_written: built.lines_written,
-            rejected: built.rejected,
+            lines_rejected: built.rejected.total,
+            rejected: built.rejected.details,
         })
     }
 
@@ -404,16 +422,18 @@ impl Ingester {
         self.inner
             .metrics
             .lines_rejected
-            .inc_by(built.rejected.len() as u64);
+            .inc_by(built.rejected.total as u64);
         // Bounded: one bad client must not flood the log.
-        for r in built.rejected.iter().take(5) {
+        for r in built.rejected.details.iter().take(5) {
             tracing::warn!(db = %request.database, line = r.line_number, error = %r.error_message, "rejected line");
         }
-        if built.rejected.len() > 5 {
-            tracing::warn!(db = %request.database, more = built.rejected.len() - 5, "more lines rejected in this write");
+        if built.rejected.total > 5 {
+            tracing::warn!(db = %request.database, more = built.rejected.total - 5, "more lines rejected in this write");
         }
     }
 
+    /// Applies the entry with `sequence` once every earlier one is applied, and any later
+    /// ones that were waiting for it. Entries of a database deleted meanwhile are dropped.
     fn apply_in_order(
         &self,
         sequence: SequenceNumber,
@@ -422,22 +442,31 @@ impl Ingester {
         let inner = &self.inner;
         let mut queue = inner.apply_queue.lock();
         queue.pending.insert(sequence.0, tables);
+        let snapshot = inner.catalog.snapshot();
         let mut result = Ok(());
+        let before = queue.next;
         while let Some(tables) = {
             let next = queue.next;
             queue.pending.remove(&next)
         } {
+            let applying = queue.next;
+            // Advance first: whatever happens to this entry, later writers must not wait on it.
+            queue.next += 1;
             for t in tables {
-                if let Err(e) = inner
-                    .buffer
-                    .apply(queue.next, &t.database, &t.table, t.batch)
-                {
-                    result = Err(e);
+                if snapshot.is_deleted_data(&t.database, applying) {
+                    continue;
+                }
+                if let Err(e) = inner.buffer.apply(applying, &t.database, &t.table, t.batch) {
+                    tracing::error!(sequence = applying, db = %t.database, table = %t.table, error = %e, "cannot apply a WAL entry to the buffer");
+                    if applying == sequence.0 {
+                        result = Err(e);
+                    }
                 }
             }
-            let applied = queue.next;
-            queue.next += 1;
-            inner.applied.send_replace(applied);
+        }
+        if queue.next != before {
+            // One wake-up per batch of applied entries, not one per entry.
+            inner.applied.send_replace(queue.next - 1);
         }
         inner
             .metrics
@@ -467,13 +496,17 @@ impl Ingester {
         out
     }
 
-    /// Drops a deleted database's buffered rows.
-    pub fn drop_database(&self, database: &str) {
+    /// Deletes a database: in the catalog, with the WAL position that replay must skip up to,
+    /// and from the buffer.
+    pub async fn delete_database(&self, database: &str) -> Result<(), catalog::Error> {
+        let cutoff = self.inner.wal.last_sequence_number().map_or(0, |s| s.0);
+        self.inner.catalog.delete_database(database, cutoff).await?;
         self.inner.buffer.drop_database(database);
         self.inner
             .metrics
             .buffer_bytes
             .set(self.inner.buffer.size_bytes() as i64);
+        Ok(())
     }
 
     /// Bytes of Arrow data in the buffer.

@@ -23,9 +23,45 @@ use crate::{Precision, RejectedLine};
 pub(crate) struct BuiltWrite {
     pub(crate) tables: Vec<(String, RecordBatch)>,
     pub(crate) changes: SchemaChanges,
-    pub(crate) rejected: Vec<RejectedLine>,
+    pub(crate) rejected: Rejections,
     pub(crate) lines_written: usize,
 }
+
+/// How many rejected lines are reported in detail; the rest are only counted, so a body of
+/// millions of bad lines costs no more memory than one of a hundred.
+pub(crate) const MAX_REJECTED_DETAILS: usize = 100;
+
+/// Rejected lines: the first [`MAX_REJECTED_DETAILS`] in detail, all of them counted.
+#[derive(Debug, Default)]
+pub(crate) struct Rejections {
+    pub(crate) details: Vec<RejectedLine>,
+    pub(crate) total: usize,
+}
+
+impl Rejections {
+    fn push(
+        &mut self,
+        line_number: usize,
+        original: &[u8],
+        error_message: impl FnOnce() -> String,
+    ) {
+        self.total += 1;
+        if self.details.len() < MAX_REJECTED_DETAILS {
+            self.details.push(RejectedLine {
+                line_number,
+                original_line: shorten(String::from_utf8_lossy(original).into_owned()),
+                error_message: shorten(error_message()),
+            });
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+}
+
+/// Longest measurement name: the WAL stores table names with a 16-bit length.
+const MAX_TABLE_NAME_BYTES: usize = u16::MAX as usize;
 
 /// Parses and validates `body` against `db` (None when the database does not exist yet).
 pub(crate) fn build_write(
@@ -42,15 +78,17 @@ pub(crate) fn build_write(
     let mut tables: Vec<TableBuilder> = Vec::new();
     let mut table_index: HashMap<String, usize> = HashMap::new();
     let mut last_table: Option<usize> = None;
-    let mut rejected = Vec::new();
+    let mut rejected = Rejections::default();
     let mut lines_written = 0;
 
     while let Some(result) = parser.next_line(&mut line) {
         if let Err(e) = result {
-            rejected.push(RejectedLine {
-                line_number: e.line_number,
-                original_line: shorten(e.original_lossy()),
-                error_message: shorten(e.kind.to_string()),
+            rejected.push(e.line_number, e.original, || e.kind.to_string());
+            continue;
+        }
+        if line.measurement.len() > MAX_TABLE_NAME_BYTES {
+            rejected.push(line.line_number, line.original, || {
+                format!("measurement name is longer than {MAX_TABLE_NAME_BYTES} bytes")
             });
             continue;
         }
@@ -69,13 +107,7 @@ pub(crate) fn build_write(
                             database: database.to_owned(),
                             limit: limits.max_tables_per_database,
                         };
-                        rejected.push(RejectedLine {
-                            line_number: line.line_number,
-                            original_line: shorten(
-                                String::from_utf8_lossy(line.original).into_owned(),
-                            ),
-                            error_message: e.to_string(),
-                        });
+                        rejected.push(line.line_number, line.original, || e.to_string());
                         continue;
                     }
                     tables.push(TableBuilder::new(
@@ -92,11 +124,7 @@ pub(crate) fn build_write(
         last_table = Some(t);
         match tables[t].push_line(&line, precision, default_time_ns) {
             Ok(()) => lines_written += 1,
-            Err(message) => rejected.push(RejectedLine {
-                line_number: line.line_number,
-                original_line: shorten(String::from_utf8_lossy(line.original).into_owned()),
-                error_message: message,
-            }),
+            Err(message) => rejected.push(line.line_number, line.original, || message),
         }
     }
 
@@ -403,16 +431,20 @@ impl TableBuilder {
     }
 
     fn finish(mut self) -> Result<RecordBatch, ArrowError> {
+        // Builders reserve room for 1024 rows; a small write must not hold that in the buffer.
+        let tight = |mut array: ArrayRef| {
+            if let Some(a) = Arc::get_mut(&mut array) {
+                a.shrink_to_fit();
+            }
+            array
+        };
         let mut named: Vec<(String, ColumnType, ArrayRef)> = self
             .columns
             .iter_mut()
-            .map(|c| (c.name.clone(), c.column_type, c.values.finish()))
+            .map(|c| (c.name.clone(), c.column_type, tight(c.values.finish())))
             .collect();
-        named.push((
-            TIME_COLUMN.to_owned(),
-            ColumnType::Time,
-            Arc::new(self.time.finish()),
-        ));
+        let time: ArrayRef = Arc::new(self.time.finish());
+        named.push((TIME_COLUMN.to_owned(), ColumnType::Time, tight(time)));
         named.sort_by(|a, b| a.0.cmp(&b.0));
         let fields: Vec<_> = named.iter().map(|(n, t, _)| arrow_field(n, *t)).collect();
         let arrays = named.into_iter().map(|(_, _, a)| a).collect();
@@ -520,6 +552,7 @@ mod tests {
         assert_eq!(built.lines_written, 2);
         let rejected: Vec<(usize, &str)> = built
             .rejected
+            .details
             .iter()
             .map(|r| (r.line_number, r.error_message.as_str()))
             .collect();
@@ -544,9 +577,9 @@ mod tests {
     fn the_first_line_decides_a_new_columns_type_within_a_body() {
         let built = build("m f=1i 1\nm f=2 2", None);
         assert_eq!(built.lines_written, 1);
-        assert_eq!(built.rejected[0].line_number, 2);
+        assert_eq!(built.rejected.details[0].line_number, 2);
         assert!(
-            built.rejected[0]
+            built.rejected.details[0]
                 .error_message
                 .contains("is an integer field")
         );
@@ -556,7 +589,12 @@ mod tests {
     fn a_name_used_as_tag_and_field_is_rejected() {
         let built = build("m,a=x a=1 1\nm,b=x c=1 2\nm b=2 3", None);
         assert_eq!(built.lines_written, 1);
-        let lines: Vec<usize> = built.rejected.iter().map(|r| r.line_number).collect();
+        let lines: Vec<usize> = built
+            .rejected
+            .details
+            .iter()
+            .map(|r| r.line_number)
+            .collect();
         assert_eq!(lines, [1, 3]);
     }
 
@@ -564,17 +602,17 @@ mod tests {
     fn time_is_reserved() {
         let built = build("m,time=x f=1 1\nm time=1 2", None);
         assert_eq!(built.lines_written, 0);
-        assert_eq!(built.rejected.len(), 2);
-        assert!(built.rejected[0].error_message.contains("reserved"));
+        assert_eq!(built.rejected.total, 2);
+        assert!(built.rejected.details[0].error_message.contains("reserved"));
     }
 
     #[test]
     fn parse_errors_carry_line_numbers_and_original_text() {
         let built = build("m f=1 1\n\n# comment\nm f= 2\nm f=1 3", None);
         assert_eq!(built.lines_written, 2);
-        assert_eq!(built.rejected.len(), 1);
-        assert_eq!(built.rejected[0].line_number, 4);
-        assert_eq!(built.rejected[0].original_line, "m f= 2");
+        assert_eq!(built.rejected.total, 1);
+        assert_eq!(built.rejected.details[0].line_number, 4);
+        assert_eq!(built.rejected.details[0].original_line, "m f= 2");
     }
 
     #[test]
@@ -616,7 +654,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(built.lines_written, 0);
-        assert!(built.rejected[0].error_message.contains("out of range"));
+        assert!(
+            built.rejected.details[0]
+                .error_message
+                .contains("out of range")
+        );
     }
 
     #[test]
@@ -660,10 +702,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(built.lines_written, 4);
-        let rejected: Vec<usize> = built.rejected.iter().map(|r| r.line_number).collect();
+        let rejected: Vec<usize> = built
+            .rejected
+            .details
+            .iter()
+            .map(|r| r.line_number)
+            .collect();
         assert_eq!(rejected, [3]);
         assert!(
-            built.rejected[0]
+            built.rejected.details[0]
                 .error_message
                 .contains("--max-tables-per-database")
         );
@@ -681,10 +728,15 @@ mod tests {
             0,
         )
         .unwrap();
-        let rejected: Vec<usize> = built.rejected.iter().map(|r| r.line_number).collect();
+        let rejected: Vec<usize> = built
+            .rejected
+            .details
+            .iter()
+            .map(|r| r.line_number)
+            .collect();
         assert_eq!(rejected, [2, 3]);
         assert!(
-            built.rejected[0]
+            built.rejected.details[0]
                 .error_message
                 .contains("--max-columns-per-table")
         );

@@ -25,6 +25,7 @@ use datafusion::catalog::MemoryCatalogProvider;
 use datafusion::common::ParamValues;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::context::SQLOptions;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -194,8 +195,14 @@ impl Querier {
     ) -> Result<QueryResult, QueryError> {
         let limit = self.config.query_mem_limit_bytes;
         let ctx = self.session(database)?;
+        // Read-only: no DDL (`CREATE EXTERNAL TABLE`), no DML (`COPY ... TO` writes files),
+        // no `SET`.
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
         let mut df = ctx
-            .sql(sql)
+            .sql_with_options(sql, options)
             .await
             .map_err(|e| QueryError::classify(e, limit))?;
         if !params.is_empty() {

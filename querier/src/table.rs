@@ -95,10 +95,18 @@ impl TableProvider for BufferTable {
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let (min, max) = time_bounds(filters);
+        if min > max {
+            // Contradictory time filters: nothing can match.
+            return Ok(MemorySourceConfig::try_new_exec(
+                &[vec![]],
+                Arc::clone(&self.schema),
+                projection.cloned(),
+            )?);
+        }
         let batches = self
             .buffer
             .read_table(&self.database, &self.table.name, &self.schema, min, max)
-            .map_err(|e| DataFusionError::ArrowError(Box::new(e), None))?;
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
         // Spread the rows over as many partitions as the session runs in parallel, in slices of
         // one batch size: then DataFusion needs no repartitioning, whose buffers would count
         // against the query memory pool.

@@ -165,6 +165,12 @@ def test_many_tiny_bad_lines_are_all_reported_without_5xx(server, db):
     body = "".join(f"m,t={i} f=bad{i}\n" for i in range(50_000))
     resp = write_lp(server, db, body)
     assert_client_error(resp)
+    # The first lines in detail, the rest counted: the error stays small.
+    details = resp.json()
+    assert len(details["data"]) == 100
+    assert details["data"][0]["line_number"] == 1
+    assert details["more_rejected_lines"] == 50_000 - 100
+    assert len(resp.content) < 64 * 1024
     assert_healthy(server)
 
 

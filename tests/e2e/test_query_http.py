@@ -24,6 +24,7 @@ import pyarrow as pa
 import pytest
 
 from conftest import (
+    assert_healthy,
     count_rows,
     error_message,
     expect_status,
@@ -404,3 +405,35 @@ def test_many_rows_round_trip(server, db):
     expect_status(write_lp(server, db, body, precision="nanosecond"), 204)
     rows = query(server, db, "SELECT count(*) AS n, sum(v) AS s, count(DISTINCT host) AS hosts FROM m")
     assert rows == [{"n": n, "s": n * (n - 1) // 2, "hosts": 50}]
+
+
+# -- safety of the SQL surface -----------------------------------------------------------------
+
+
+def test_contradictory_time_filters_return_no_rows(server, db):
+    expect_status(write_lp(server, db, "m,t=a f=1 1700000000000000000"), 204)
+    rows = query(
+        server,
+        db,
+        "SELECT * FROM m WHERE time >= '2024-01-02T00:00:00Z' AND time < '2024-01-01T00:00:00Z'",
+    )
+    assert rows == []
+    assert_healthy(server)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "COPY (SELECT 1) TO '/tmp/tributary-copy-test.csv' STORED AS CSV",
+        "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'",
+        "CREATE TABLE y AS SELECT 1",
+        "SET datafusion.execution.batch_size = 1",
+    ],
+    ids=["copy", "external-table", "create-table", "set"],
+)
+def test_sql_endpoint_is_read_only(server, db, sql, tmp_path):
+    expect_status(write_lp(server, db, "m f=1 1"), 204)
+    resp = query_raw(server, db, sql)
+    assert resp.status_code == 400, (resp.status_code, resp.text)
+    assert error_message(resp)
+    assert_healthy(server)

@@ -87,8 +87,7 @@ pub(crate) async fn delete_database(
     let result = async {
         let params = Params::parse(query.as_deref())?;
         let db = params.required("db")?;
-        state.inner.catalog.delete_database(db).await?;
-        state.inner.ingester.drop_database(db);
+        state.inner.ingester.delete_database(db).await?;
         tracing::info!(db, "deleted database");
         Ok::<_, ApiError>(StatusCode::OK.into_response())
     }

@@ -30,6 +30,8 @@ pub(crate) struct ApiError {
     pub(crate) status: StatusCode,
     pub(crate) message: String,
     pub(crate) rejected: Vec<RejectedLine>,
+    /// All rejected lines; `rejected` holds the first of them.
+    pub(crate) rejected_total: usize,
     pub(crate) dialect: Dialect,
 }
 
@@ -39,6 +41,7 @@ impl ApiError {
             status,
             message: message.into(),
             rejected: Vec::new(),
+            rejected_total: 0,
             dialect: Dialect::V3,
         }
     }
@@ -53,11 +56,12 @@ impl ApiError {
     }
 
     /// Lines that were rejected: `400` with the partial-write body.
-    pub(crate) fn rejected_lines(rejected: Vec<RejectedLine>) -> Self {
+    pub(crate) fn rejected_lines(rejected: Vec<RejectedLine>, rejected_total: usize) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,
             message: PARTIAL_WRITE.to_owned(),
             rejected,
+            rejected_total,
             dialect: Dialect::V3,
         }
     }
@@ -93,11 +97,16 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = match (self.dialect, self.rejected.is_empty()) {
             (Dialect::V3, true) => json!({ "error": self.message }),
+            (Dialect::V3, false) if self.rejected_total > self.rejected.len() => json!({
+                "error": self.message,
+                "data": self.rejected,
+                "more_rejected_lines": self.rejected_total - self.rejected.len(),
+            }),
             (Dialect::V3, false) => json!({ "error": self.message, "data": self.rejected }),
             (Dialect::V2, true) => json!({ "code": v2_code(self.status), "message": self.message }),
             (Dialect::V2, false) => {
                 let first = &self.rejected[0];
-                let more = match self.rejected.len() - 1 {
+                let more = match self.rejected_total.saturating_sub(1) {
                     0 => String::new(),
                     n => format!(" (and {n} more rejected lines)"),
                 };

@@ -193,7 +193,10 @@ async fn write(
     if outcome.rejected.is_empty() {
         Ok(())
     } else {
-        Err(ApiError::rejected_lines(outcome.rejected))
+        Err(ApiError::rejected_lines(
+            outcome.rejected,
+            outcome.lines_rejected,
+        ))
     }
 }
 
