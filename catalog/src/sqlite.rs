@@ -37,6 +37,9 @@ CREATE TABLE IF NOT EXISTS columns (
 );
 ";
 
+/// Columns to add: name and type.
+type Columns<'a> = Vec<(&'a str, ColumnType)>;
+
 /// Catalog in an SQLite file. Writers serialise on one connection; readers use the snapshot.
 #[derive(Debug)]
 pub struct SqliteCatalog {
@@ -191,8 +194,8 @@ impl Inner {
 
         // Work out what is really new under the lock: another writer may have added it since
         // the caller's snapshot.
-        let mut new_tables: Vec<(&str, Vec<(&str, ColumnType)>)> = Vec::new();
-        let mut new_columns: Vec<(TableId, &str, Vec<(&str, ColumnType)>)> = Vec::new();
+        let mut new_tables: Vec<(&str, Columns<'_>)> = Vec::new();
+        let mut new_columns: Vec<(TableId, &str, Columns<'_>)> = Vec::new();
         let table_count = existing_db.as_ref().map_or(0, |db| db.tables.len());
         for (table, columns) in &changes.tables {
             match existing_db.as_ref().and_then(|db| db.table(table)) {

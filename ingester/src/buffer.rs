@@ -25,9 +25,12 @@ pub(crate) fn day_of(time_ns: i64) -> i64 {
     time_ns.div_euclid(NANOS_PER_DAY)
 }
 
+/// (database, table).
+type TableKey = (Arc<str>, Arc<str>);
+
 #[derive(Debug, Default)]
 pub(crate) struct Buffer {
-    tables: RwLock<HashMap<(Arc<str>, Arc<str>), TableBuffer>>,
+    tables: RwLock<HashMap<TableKey, TableBuffer>>,
     size_bytes: AtomicUsize,
 }
 
@@ -159,7 +162,7 @@ impl Buffer {
     /// the result, unless a concurrent read already did.
     fn deduplicated_partition(
         &self,
-        key: &(Arc<str>, Arc<str>),
+        key: &TableKey,
         day: i64,
     ) -> Result<Option<RecordBatch>, ArrowError> {
         let (chunks, schema) = {

@@ -134,7 +134,7 @@ mod tests {
     }
 
     fn rows(b: &RecordBatch) -> Vec<String> {
-        arrow::util::pretty::pretty_format_batches(&[b.clone()])
+        arrow::util::pretty::pretty_format_batches(std::slice::from_ref(b))
             .unwrap()
             .to_string()
             .lines()

@@ -172,7 +172,7 @@ pub enum InitError {
     Wal {
         dir: PathBuf,
         #[source]
-        source: wal::Error,
+        source: Box<wal::Error>,
     },
 }
 
@@ -271,7 +271,7 @@ impl Ingester {
         })
         .map_err(|source| InitError::Wal {
             dir: config.wal_dir.clone(),
-            source,
+            source: Box::new(source),
         })?;
         let last = wal.last_sequence_number().map_or(0, |s| s.0);
         tracing::info!(

@@ -385,10 +385,10 @@ impl TableBuilder {
             .as_ref()
             .and_then(|s| s.column_type(key))
             .or_else(|| self.new_columns.get(key).copied());
-        if let Some(existing) = known {
-            if existing != sent {
-                return Err(conflict(&self.name, key, existing, sent));
-            }
+        if let Some(existing) = known
+            && existing != sent
+        {
+            return Err(conflict(&self.name, key, existing, sent));
         }
         if known.is_none() {
             let committed = self.schema.as_ref().map_or(1, |s| s.columns.len());
@@ -468,7 +468,7 @@ fn shorten(mut line: String) -> String {
             end -= 1;
         }
         line.truncate(end);
-        line.push_str("…");
+        line.push('…');
     }
     line
 }
@@ -496,7 +496,9 @@ mod tests {
     }
 
     fn table(batch: &RecordBatch) -> String {
-        pretty_format_batches(&[batch.clone()]).unwrap().to_string()
+        pretty_format_batches(std::slice::from_ref(batch))
+            .unwrap()
+            .to_string()
     }
 
     fn db_with_float_usage() -> DatabaseSchema {

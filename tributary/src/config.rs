@@ -110,12 +110,12 @@ impl ServeConfig {
         if self.max_columns_per_table < 2 {
             return Err("--max-columns-per-table (TRIBUTARY_MAX_COLUMNS_PER_TABLE) must be at least 2: `time` and one field".into());
         }
-        if let Some(c) = &self.catalog {
-            if !c.starts_with("sqlite:") {
-                return Err(format!(
-                    "--catalog (TRIBUTARY_CATALOG) must be `sqlite:PATH` in this version, got `{c}`"
-                ));
-            }
+        if let Some(c) = &self.catalog
+            && !c.starts_with("sqlite:")
+        {
+            return Err(format!(
+                "--catalog (TRIBUTARY_CATALOG) must be `sqlite:PATH` in this version, got `{c}`"
+            ));
         }
         Ok(())
     }
