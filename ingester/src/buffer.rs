@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::compute::{concat_batches, filter_record_batch};
+use arrow::compute::filter_record_batch;
 use arrow::datatypes::{SchemaRef, TimestampNanosecondType};
 use arrow::error::ArrowError;
 use parking_lot::RwLock;
@@ -179,7 +179,7 @@ impl Buffer {
             .iter()
             .map(|c| conform(&c.batch, &schema))
             .collect::<Result<Vec<_>, _>>()?;
-        let merged = dedup_sorted(&concat_batches(&schema, &conformed)?)?;
+        let merged = dedup_sorted(&schema, &conformed)?;
         let merged_sequence = chunks.last().expect("partitions are never empty").sequence;
         let merged_size = size_bytes(&merged);
 
@@ -250,4 +250,79 @@ fn split_by_day(batch: RecordBatch) -> Result<Vec<(i64, RecordBatch)>, ArrowErro
     }
     debug_assert!(out.iter().all(|(_, b)| b.column(0).len() == b.num_rows()));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Float64Array, StringDictionaryBuilder, TimestampNanosecondArray};
+    use arrow::datatypes::{DataType, Field, Int32Type, Schema, TimeUnit};
+
+    fn chunk(offset: i64, rows: i64) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("f", DataType::Float64, true),
+            Field::new(
+                "host",
+                DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+                true,
+            ),
+            Field::new(
+                "time",
+                DataType::Timestamp(TimeUnit::Nanosecond, None),
+                false,
+            ),
+        ]));
+        let mut host = StringDictionaryBuilder::<Int32Type>::new();
+        for i in 0..rows {
+            host.append_value(format!("host_{}", i % 100));
+        }
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new((0..rows).map(|i| Some(i as f64)).collect::<Float64Array>()),
+                Arc::new(host.finish()),
+                Arc::new(
+                    (0..rows)
+                        .map(|i| Some(offset + i / 100))
+                        .collect::<TimestampNanosecondArray>(),
+                ),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn deduplicating_a_partition_does_not_grow_its_accounted_size() {
+        let buffer = Buffer::default();
+        for c in 0..50 {
+            buffer
+                .apply(c + 1, "db", "t", chunk(c as i64 * 1_000, 5_000))
+                .unwrap();
+        }
+        let before = buffer.size_bytes();
+        let schema = buffer
+            .tables
+            .read()
+            .values()
+            .next()
+            .unwrap()
+            .partitions
+            .values()
+            .next()
+            .unwrap()
+            .schema
+            .clone();
+        let rows: usize = buffer
+            .read("db", "t", &schema, i64::MIN, i64::MAX)
+            .unwrap()
+            .iter()
+            .map(|b| b.num_rows())
+            .sum();
+        assert_eq!(rows, 250_000);
+        let after = buffer.size_bytes();
+        assert!(
+            after <= before + before / 10,
+            "before {before}, after {after}"
+        );
+    }
 }

@@ -5,74 +5,96 @@
 //! later write overwrites the fields it names and leaves the others as they were, as InfluxDB
 //! does. The output is sorted by (tags in name order, time).
 
-use std::sync::Arc;
-
-use arrow::array::{ArrayRef, RecordBatch, UInt32Array};
-use arrow::compute::take;
+use arrow::array::{Array, ArrayRef, RecordBatch};
+use arrow::compute::interleave;
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::row::{RowConverter, SortField};
 
 use crate::schema::TIME_COLUMN;
 
-/// Deduplicates `batch` (rows in write order) and sorts it by primary key.
-pub(crate) fn dedup_sorted(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
-    let schema = batch.schema();
-    let rows = batch.num_rows();
-    if rows <= 1 {
-        return Ok(batch.clone());
+/// Deduplicates `chunks` (all of `schema`, rows in write order: chunk by chunk, row by row)
+/// into one batch sorted by primary key. The chunks are read in place, not concatenated first,
+/// so the peak is the input, the sort keys and the output.
+pub(crate) fn dedup_sorted(
+    schema: &SchemaRef,
+    chunks: &[RecordBatch],
+) -> Result<RecordBatch, ArrowError> {
+    let total: usize = chunks.iter().map(|c| c.num_rows()).sum();
+    if total == 0 {
+        return Ok(RecordBatch::new_empty(schema.clone()));
     }
-    let key_columns = key_column_indices(&schema);
+    let key_columns = key_column_indices(schema);
     let sort_fields = key_columns
         .iter()
         .map(|&i| SortField::new(schema.field(i).data_type().clone()))
         .collect();
     let converter = RowConverter::new(sort_fields)?;
-    let key_arrays: Vec<ArrayRef> = key_columns
-        .iter()
-        .map(|&i| Arc::clone(batch.column(i)))
-        .collect();
-    let keys = converter.convert_columns(&key_arrays)?;
+    let mut keys = converter.empty_rows(total, total * 16);
+    // `starts[c]` is the global index of chunk c's first row.
+    let mut starts = Vec::with_capacity(chunks.len());
+    for chunk in chunks {
+        starts.push(keys.num_rows());
+        let key_arrays: Vec<ArrayRef> = key_columns
+            .iter()
+            .map(|&i| chunk.column(i).clone())
+            .collect();
+        converter.append(&mut keys, &key_arrays)?;
+    }
+    let locate = |global: u32| {
+        let chunk = starts.partition_point(|&s| s <= global as usize) - 1;
+        (chunk, global as usize - starts[chunk])
+    };
 
-    let mut order: Vec<u32> = (0..rows as u32).collect();
-    // Stable sort: equal keys keep write order, so the last of a run is the latest write.
-    order.sort_by(|&a, &b| keys.row(a as usize).cmp(&keys.row(b as usize)));
+    let mut order: Vec<u32> = (0..total as u32).collect();
+    // Ties broken by global index: equal keys stay in write order, so the last of a run is
+    // the latest write.
+    order.sort_unstable_by(|&a, &b| {
+        keys.row(a as usize)
+            .cmp(&keys.row(b as usize))
+            .then(a.cmp(&b))
+    });
 
     // Runs of equal keys, as [start, end) into `order`.
-    let mut runs: Vec<(usize, usize)> = Vec::with_capacity(rows);
+    let mut runs: Vec<(usize, usize)> = Vec::with_capacity(total);
     let mut start = 0;
-    for i in 1..=rows {
-        if i == rows || keys.row(order[i] as usize) != keys.row(order[start] as usize) {
+    for i in 1..=total {
+        if i == total || keys.row(order[i] as usize) != keys.row(order[start] as usize) {
             runs.push((start, i));
             start = i;
         }
     }
-    let has_duplicates = runs.len() != rows;
+    drop(keys);
+    let has_duplicates = runs.len() != total;
 
-    let key_set: Vec<bool> = (0..schema.fields().len())
-        .map(|i| key_columns.contains(&i))
+    let last_of_run: Vec<(usize, usize)> = runs
+        .iter()
+        .map(|&(_, end)| locate(order[end - 1]))
         .collect();
-    let last_of_run: UInt32Array = runs.iter().map(|&(_, end)| order[end - 1]).collect();
     let mut columns = Vec::with_capacity(schema.fields().len());
-    for (i, column) in batch.columns().iter().enumerate() {
-        let indices = if key_set[i] || !has_duplicates || column.null_count() == 0 {
-            last_of_run.clone()
+    for i in 0..schema.fields().len() {
+        let arrays: Vec<&dyn Array> = chunks.iter().map(|c| c.column(i).as_ref()).collect();
+        let has_nulls = arrays.iter().any(|a| a.null_count() > 0);
+        let column = if key_columns.contains(&i) || !has_duplicates || !has_nulls {
+            interleave(&arrays, &last_of_run)?
         } else {
             // The latest non-null value of this field within each run, else the latest row.
-            runs.iter()
+            let indices: Vec<(usize, usize)> = runs
+                .iter()
                 .map(|&(s, e)| {
                     order[s..e]
                         .iter()
                         .rev()
-                        .find(|&&r| column.is_valid(r as usize))
-                        .copied()
-                        .unwrap_or(order[e - 1])
+                        .map(|&g| locate(g))
+                        .find(|&(c, r)| arrays[c].is_valid(r))
+                        .unwrap_or_else(|| locate(order[e - 1]))
                 })
-                .collect()
+                .collect();
+            interleave(&arrays, &indices)?
         };
-        columns.push(take(column.as_ref(), &indices, None)?);
+        columns.push(column);
     }
-    RecordBatch::try_new(schema, columns)
+    RecordBatch::try_new(schema.clone(), columns)
 }
 
 /// Tag columns in name order, then `time`: the primary key and sort order.
@@ -97,6 +119,7 @@ mod tests {
     use super::*;
     use arrow::array::{Array, Float64Array, StringDictionaryBuilder, TimestampNanosecondArray};
     use arrow::datatypes::{Field, Int32Type, Schema, TimeUnit};
+    use std::sync::Arc;
 
     fn batch(rows: &[(&str, i64, Option<f64>, Option<f64>)]) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![
@@ -148,7 +171,7 @@ mod tests {
             ("a", 100, Some(1.0), Some(2.0)),
             ("a", 100, Some(3.0), None),
         ]);
-        let out = dedup_sorted(&input).unwrap();
+        let out = dedup_sorted(&input.schema(), std::slice::from_ref(&input)).unwrap();
         assert_eq!(out.num_rows(), 1);
         let f = out
             .column(0)
@@ -170,7 +193,7 @@ mod tests {
             ("a", 2, Some(2.0), None),
             ("a", 1, Some(3.0), None),
         ]);
-        let out = dedup_sorted(&input).unwrap();
+        let out = dedup_sorted(&input.schema(), std::slice::from_ref(&input)).unwrap();
         assert_eq!(
             rows(&out)[3..6],
             [
@@ -189,7 +212,7 @@ mod tests {
             ("a", 5, Some(3.0), None),
             ("b", 5, Some(9.0), None),
         ]);
-        let out = dedup_sorted(&input).unwrap();
+        let out = dedup_sorted(&input.schema(), std::slice::from_ref(&input)).unwrap();
         assert_eq!(out.num_rows(), 2);
         let f = out
             .column(0)
@@ -204,5 +227,31 @@ mod tests {
         assert_eq!((f.value(0), g.value(0)), (3.0, 2.0));
         assert_eq!(f.value(1), 9.0);
         assert!(g.is_null(1));
+    }
+
+    #[test]
+    fn later_chunks_win_over_earlier_ones_field_by_field() {
+        let first = batch(&[("a", 1, Some(1.0), Some(1.0)), ("b", 1, Some(5.0), None)]);
+        let second = batch(&[("a", 1, None, Some(2.0))]);
+        let third = batch(&[("a", 1, Some(3.0), None), ("a", 2, Some(4.0), None)]);
+        let out = dedup_sorted(&first.schema(), &[first.clone(), second, third]).unwrap();
+        let f = out
+            .column(0)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap();
+        let g = out
+            .column(1)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap();
+        assert_eq!(out.num_rows(), 3);
+        assert_eq!(
+            (f.value(0), g.value(0)),
+            (3.0, 2.0),
+            "a@1: f from the third, g from the second"
+        );
+        assert_eq!(f.value(1), 4.0, "a@2");
+        assert_eq!(f.value(2), 5.0, "b@1");
     }
 }

@@ -155,8 +155,8 @@ pub enum WriteError {
         size_bytes: usize,
         limit_bytes: usize,
     },
-    #[error("{0}")]
-    Catalog(#[source] catalog::Error),
+    #[error(transparent)]
+    Catalog(catalog::Error),
     #[error("cannot append to the write-ahead log")]
     Wal(#[source] wal::Error),
     #[error("cannot build Arrow batches for the write")]

@@ -76,8 +76,8 @@ pub enum QueryError {
     #[error("database `{name}` not found")]
     DatabaseNotFound { name: String },
     /// The statement is wrong: syntax, unknown table or column, type error.
-    #[error("{0}")]
-    Invalid(#[source] DataFusionError),
+    #[error(transparent)]
+    Invalid(DataFusionError),
     #[error(
         "the query needs more memory than the {limit_bytes}-byte query pool allows; narrow it (time range, columns, LIMIT) or raise --query-mem-limit (TRIBUTARY_QUERY_MEM_LIMIT): {source}"
     )]
