@@ -19,6 +19,7 @@ Specifies:
 from __future__ import annotations
 
 import io
+import json
 
 import pyarrow as pa
 import pytest
@@ -437,3 +438,36 @@ def test_sql_endpoint_is_read_only(server, db, sql, tmp_path):
     assert resp.status_code == 400, (resp.status_code, resp.text)
     assert error_message(resp)
     assert_healthy(server)
+
+
+# -- large results stream ----------------------------------------------------------------------
+
+
+def test_large_results_stream_complete_in_every_format(server, db):
+    n = 150_000
+    for start in range(0, n, 50_000):
+        body = "".join(f"big,h=h{i % 7} v={i}i {i}\n" for i in range(start, start + 50_000))
+        expect_status(write_lp(server, db, body, precision="nanosecond"), 204)
+    sql = "SELECT h, v, time FROM big ORDER BY time"
+    expected_sum = n * (n - 1) // 2
+
+    rows = query(server, db, sql, "json")
+    assert len(rows) == n and sum(r["v"] for r in rows) == expected_sum
+
+    jsonl = query_raw(server, db, sql, "jsonl")
+    assert jsonl.status_code == 200
+    lines = [json.loads(line) for line in jsonl.text.splitlines() if line]
+    assert len(lines) == n and lines[-1]["v"] == n - 1
+
+    csv_text = query_raw(server, db, sql, "csv").text.splitlines()
+    assert csv_text[0] == "h,v,time" and len(csv_text) == n + 1
+
+    resp = query_raw(server, db, sql, "parquet")
+    assert resp.status_code == 200
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(io.BytesIO(resp.content))
+    assert pf.metadata.num_rows == n
+    assert pf.metadata.num_row_groups > 1, "results stream in several row groups"
+    table = pf.read()
+    assert sum(table.column("v").to_pylist()) == expected_sum

@@ -78,69 +78,147 @@ impl OutputFormat {
         }
     }
 
+    /// Encodes a whole result at once (small results such as the database list).
     pub(crate) fn encode(
         self,
         schema: &SchemaRef,
         batches: &[RecordBatch],
     ) -> Result<Vec<u8>, ArrowError> {
         let mut out = Vec::new();
-        match self {
-            Self::Json => {
-                let mut w = arrow::json::ArrayWriter::new(&mut out);
-                for b in batches {
-                    w.write(b)?;
-                }
-                w.finish()?;
-                drop(w);
-                if out.is_empty() {
-                    out.extend_from_slice(b"[]");
-                }
-            }
-            Self::Jsonl => {
-                let mut w = arrow::json::LineDelimitedWriter::new(&mut out);
-                for b in batches {
-                    w.write(b)?;
-                }
-                w.finish()?;
-            }
-            Self::Csv => {
-                let mut w = arrow::csv::WriterBuilder::new()
-                    .with_header(true)
-                    .with_timestamp_format("%Y-%m-%dT%H:%M:%S%.f".to_owned())
-                    .build(&mut out);
-                if batches.is_empty() {
-                    // The header alone, so a client sees the columns of an empty result.
-                    w.write(&RecordBatch::new_empty(schema.clone()))?;
-                }
-                for b in batches {
-                    w.write(b)?;
-                }
-            }
-            Self::Pretty => {
-                let table = if batches.is_empty() {
-                    arrow::util::pretty::pretty_format_batches(&[RecordBatch::new_empty(
-                        schema.clone(),
-                    )])?
-                } else {
-                    arrow::util::pretty::pretty_format_batches(batches)?
-                };
-                out = format!("{table}\n").into_bytes();
-            }
+        let mut encoder = self.encoder(schema)?;
+        for b in batches {
+            encoder.write(b, &mut out)?;
+        }
+        encoder.finish(&mut out)?;
+        Ok(out)
+    }
+
+    /// An encoder that turns batches into bytes one at a time, so a large result streams.
+    pub(crate) fn encoder(self, schema: &SchemaRef) -> Result<Encoder, ArrowError> {
+        let state = match self {
+            Self::Json => EncoderState::Json {
+                rows_written: false,
+            },
+            Self::Jsonl => EncoderState::Jsonl,
+            Self::Csv => EncoderState::Csv {
+                header_written: false,
+            },
+            // A table's column widths depend on every row: pretty output is for people and
+            // is built whole.
+            Self::Pretty => EncoderState::Pretty {
+                batches: Vec::new(),
+            },
             Self::Parquet => {
                 let props = parquet::file::properties::WriterProperties::builder()
                     .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+                    // Row groups are what the writer buffers before bytes can leave.
+                    .set_max_row_group_row_count(Some(PARQUET_ROW_GROUP_ROWS))
                     .build();
-                let mut w =
-                    parquet::arrow::ArrowWriter::try_new(&mut out, schema.clone(), Some(props))
-                        .map_err(|e| ArrowError::ExternalError(Box::new(e)))?;
-                for b in batches {
-                    w.write(b)
-                        .map_err(|e| ArrowError::ExternalError(Box::new(e)))?;
+                let writer =
+                    parquet::arrow::ArrowWriter::try_new(Vec::new(), schema.clone(), Some(props))
+                        .map_err(parquet_error)?;
+                EncoderState::Parquet(Box::new(writer))
+            }
+        };
+        Ok(Encoder {
+            schema: schema.clone(),
+            state,
+        })
+    }
+}
+
+/// Rows per Parquet row group in query results.
+const PARQUET_ROW_GROUP_ROWS: usize = 64 * 1024;
+
+fn parquet_error(e: parquet::errors::ParquetError) -> ArrowError {
+    ArrowError::ExternalError(Box::new(e))
+}
+
+/// Streams one result in one format: `write` each batch, then `finish`; each call appends
+/// the bytes that are ready to `out`.
+pub(crate) struct Encoder {
+    schema: SchemaRef,
+    state: EncoderState,
+}
+
+enum EncoderState {
+    Json { rows_written: bool },
+    Jsonl,
+    Csv { header_written: bool },
+    Pretty { batches: Vec<RecordBatch> },
+    Parquet(Box<parquet::arrow::ArrowWriter<Vec<u8>>>),
+}
+
+fn csv_writer(out: &mut Vec<u8>, header: bool) -> arrow::csv::Writer<&mut Vec<u8>> {
+    arrow::csv::WriterBuilder::new()
+        .with_header(header)
+        .with_timestamp_format("%Y-%m-%dT%H:%M:%S%.f".to_owned())
+        .build(out)
+}
+
+impl Encoder {
+    pub(crate) fn write(
+        &mut self,
+        batch: &RecordBatch,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ArrowError> {
+        match &mut self.state {
+            EncoderState::Json { rows_written } => {
+                // JSON lines have no raw newlines inside (strings are escaped), so each line
+                // is one object of the array.
+                let mut lines = Vec::new();
+                let mut w = arrow::json::LineDelimitedWriter::new(&mut lines);
+                w.write(batch)?;
+                w.finish()?;
+                for line in lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                    out.push(if *rows_written { b',' } else { b'[' });
+                    out.extend_from_slice(line);
+                    *rows_written = true;
                 }
-                w.close()
-                    .map_err(|e| ArrowError::ExternalError(Box::new(e)))?;
+            }
+            EncoderState::Jsonl => {
+                let mut w = arrow::json::LineDelimitedWriter::new(out);
+                w.write(batch)?;
+                w.finish()?;
+            }
+            EncoderState::Csv { header_written } => {
+                csv_writer(out, !*header_written).write(batch)?;
+                *header_written = true;
+            }
+            EncoderState::Pretty { batches } => batches.push(batch.clone()),
+            EncoderState::Parquet(w) => {
+                w.write(batch).map_err(parquet_error)?;
+                // Row groups the writer has flushed can leave now.
+                out.append(w.inner_mut());
             }
         }
-        Ok(out)
+        Ok(())
+    }
+
+    pub(crate) fn finish(self, out: &mut Vec<u8>) -> Result<(), ArrowError> {
+        match self.state {
+            EncoderState::Json { rows_written } => {
+                out.extend_from_slice(if rows_written { b"]" } else { b"[]" });
+            }
+            EncoderState::Jsonl => {}
+            EncoderState::Csv { header_written } => {
+                if !header_written {
+                    // The header alone, so a client sees the columns of an empty result.
+                    csv_writer(out, true).write(&RecordBatch::new_empty(self.schema))?;
+                }
+            }
+            EncoderState::Pretty { mut batches } => {
+                if batches.is_empty() {
+                    batches.push(RecordBatch::new_empty(self.schema));
+                }
+                let table = arrow::util::pretty::pretty_format_batches(&batches)?;
+                out.extend_from_slice(format!("{table}\n").as_bytes());
+            }
+            EncoderState::Parquet(mut w) => {
+                w.finish().map_err(parquet_error)?;
+                out.append(w.inner_mut());
+            }
+        }
+        Ok(())
     }
 }

@@ -2,12 +2,13 @@
 
 use std::collections::HashMap;
 
+use arrow::array::RecordBatch;
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::header::{ACCEPT, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures::TryStreamExt;
+use futures::StreamExt;
 use querier::ParamValue;
 use serde::Deserialize;
 
@@ -116,40 +117,104 @@ async fn run(
     format: OutputFormat,
     params: HashMap<String, ParamValue>,
 ) -> Result<Response, ApiError> {
-    let querier = &state.inner.querier;
-    let started = std::time::Instant::now();
+    let querier = state.inner.querier.clone();
     let result = querier.query(db, q, params).await?;
-    let schema = result.schema;
-    let batches: Vec<_> = result
-        .stream
-        .try_collect()
+    let mut stream = result.stream;
+    // Wait for the first batch before answering: most failures (memory, bad casts) happen
+    // before any row comes out, and then the client still gets a status and a message.
+    let first = stream
+        .next()
         .await
+        .transpose()
         .map_err(|e| querier.stream_error(e))?;
-    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    tracing::debug!(
-        db,
-        rows,
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "query"
-    );
-    let body = tokio::task::spawn_blocking(move || format.encode(&schema, &batches))
-        .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("encoding task failed: {e}"),
-            )
-        })?
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("cannot encode the result as {}: {e}", format.name()),
-            )
-        })?;
-    let mut response = body.into_response();
+    let encoder = format.encoder(&result.schema).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode as {}: {e}", format.name()),
+        )
+    })?;
+    let body = stream_body(encoder, first, stream, querier, db.to_owned());
+    let mut response = Body::from_stream(body).into_response();
     response.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static(format.content_type()),
     );
     Ok(response)
+}
+
+/// Bytes of encoded output that are sent as one chunk of the response body.
+const BODY_CHUNK_BYTES: usize = 256 * 1024;
+
+/// Encodes batches on the blocking pool as DataFusion produces them and hands the bytes to
+/// the response in chunks; bounded channels on both sides keep a large result from piling up
+/// in memory. An error after the first batch can only cut the body short, so it is logged.
+fn stream_body(
+    mut encoder: crate::format::Encoder,
+    first: Option<RecordBatch>,
+    mut stream: datafusion::execution::SendableRecordBatchStream,
+    querier: querier::Querier,
+    db: String,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
+    let (batch_tx, mut batch_rx) = tokio::sync::mpsc::channel::<RecordBatch>(2);
+    let (bytes_tx, bytes_rx) =
+        tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    let started = std::time::Instant::now();
+    let error_tx = bytes_tx.clone();
+    let producer_db = db.clone();
+    tokio::spawn(async move {
+        let db = producer_db;
+        if let Some(first) = first
+            && batch_tx.send(first).await.is_err()
+        {
+            return;
+        }
+        while let Some(next) = stream.next().await {
+            match next {
+                Ok(batch) => {
+                    if batch_tx.send(batch).await.is_err() {
+                        return; // the client went away
+                    }
+                }
+                Err(e) => {
+                    let e = querier.stream_error(e);
+                    tracing::warn!(%db, error = %e, "query failed while streaming its result");
+                    let _ = error_tx
+                        .send(Err(std::io::Error::other(e.to_string())))
+                        .await;
+                    return;
+                }
+            }
+        }
+    });
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::with_capacity(BODY_CHUNK_BYTES);
+        let mut rows = 0;
+        let send = |out: &mut Vec<u8>| {
+            bytes_tx
+                .blocking_send(Ok(bytes::Bytes::from(std::mem::take(out))))
+                .is_ok()
+        };
+        while let Some(batch) = batch_rx.blocking_recv() {
+            rows += batch.num_rows();
+            if let Err(e) = encoder.write(&batch, &mut out) {
+                let _ = bytes_tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+                return;
+            }
+            if out.len() >= BODY_CHUNK_BYTES && !send(&mut out) {
+                return;
+            }
+        }
+        match encoder.finish(&mut out) {
+            Ok(()) => {
+                send(&mut out);
+            }
+            Err(e) => {
+                let _ = bytes_tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+            }
+        }
+        tracing::debug!(%db, rows, elapsed_ms = started.elapsed().as_millis() as u64, "query streamed");
+    });
+    futures::stream::unfold(bytes_rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
 }
