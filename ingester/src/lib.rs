@@ -31,6 +31,7 @@ use arrow::error::ArrowError;
 use catalog::Catalog;
 use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
@@ -176,11 +177,16 @@ pub enum InitError {
     },
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
+struct RejectLabels {
+    reason: write::RejectReason,
+}
+
 #[derive(Debug, Default)]
 struct Metrics {
     write_requests: Counter,
     lines_written: Counter,
-    lines_rejected: Counter,
+    lines_rejected: Family<RejectLabels, Counter>,
     bytes_received: Counter,
     buffer_bytes: Gauge,
 }
@@ -419,10 +425,18 @@ impl Ingester {
         if built.rejected.is_empty() {
             return;
         }
-        self.inner
-            .metrics
-            .lines_rejected
-            .inc_by(built.rejected.total as u64);
+        for (reason, count) in write::RejectReason::ALL
+            .into_iter()
+            .zip(built.rejected.by_reason)
+        {
+            if count > 0 {
+                self.inner
+                    .metrics
+                    .lines_rejected
+                    .get_or_create(&RejectLabels { reason })
+                    .inc_by(count as u64);
+            }
+        }
         // Bounded: one bad client must not flood the log.
         for r in built.rejected.details.iter().take(5) {
             tracing::warn!(db = %request.database, line = r.line_number, error = %r.error_message, "rejected line");

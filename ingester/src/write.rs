@@ -31,21 +31,61 @@ pub(crate) struct BuiltWrite {
 /// millions of bad lines costs no more memory than one of a hundred.
 pub(crate) const MAX_REJECTED_DETAILS: usize = 100;
 
+/// Why a line was rejected, as counted in metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum RejectReason {
+    /// Not valid line protocol, or a timestamp out of range.
+    Parse,
+    /// Valid, but against the table's schema: a type conflict, `time` as a key, a tag and a
+    /// field of one name.
+    Schema,
+    /// A new table or column past a catalog limit, or a name too long to store.
+    Limit,
+}
+
+impl RejectReason {
+    pub(crate) const ALL: [Self; 3] = [Self::Parse, Self::Schema, Self::Limit];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Parse => "parse",
+            Self::Schema => "schema",
+            Self::Limit => "limit",
+        }
+    }
+}
+
+impl prometheus_client::encoding::EncodeLabelValue for RejectReason {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+/// A line's rejection: why, and the message for the client.
+type Rejection = (RejectReason, String);
+
 /// Rejected lines: the first [`MAX_REJECTED_DETAILS`] in detail, all of them counted.
 #[derive(Debug, Default)]
 pub(crate) struct Rejections {
     pub(crate) details: Vec<RejectedLine>,
     pub(crate) total: usize,
+    /// Counts in the order of [`RejectReason::ALL`].
+    pub(crate) by_reason: [usize; 3],
 }
 
 impl Rejections {
     fn push(
         &mut self,
+        reason: RejectReason,
         line_number: usize,
         original: &[u8],
         error_message: impl FnOnce() -> String,
     ) {
         self.total += 1;
+        self.by_reason[reason as usize] += 1;
         if self.details.len() < MAX_REJECTED_DETAILS {
             self.details.push(RejectedLine {
                 line_number,
@@ -83,11 +123,13 @@ pub(crate) fn build_write(
 
     while let Some(result) = parser.next_line(&mut line) {
         if let Err(e) = result {
-            rejected.push(e.line_number, e.original, || e.kind.to_string());
+            rejected.push(RejectReason::Parse, e.line_number, e.original, || {
+                e.kind.to_string()
+            });
             continue;
         }
         if line.measurement.len() > MAX_TABLE_NAME_BYTES {
-            rejected.push(line.line_number, line.original, || {
+            rejected.push(RejectReason::Limit, line.line_number, line.original, || {
                 format!("measurement name is longer than {MAX_TABLE_NAME_BYTES} bytes")
             });
             continue;
@@ -107,7 +149,9 @@ pub(crate) fn build_write(
                             database: database.to_owned(),
                             limit: limits.max_tables_per_database,
                         };
-                        rejected.push(line.line_number, line.original, || e.to_string());
+                        rejected.push(RejectReason::Limit, line.line_number, line.original, || {
+                            e.to_string()
+                        });
                         continue;
                     }
                     tables.push(TableBuilder::new(
@@ -124,7 +168,9 @@ pub(crate) fn build_write(
         last_table = Some(t);
         match tables[t].push_line(&line, precision, default_time_ns) {
             Ok(()) => lines_written += 1,
-            Err(message) => rejected.push(line.line_number, line.original, || message),
+            Err((reason, message)) => {
+                rejected.push(reason, line.line_number, line.original, || message)
+            }
         }
     }
 
@@ -273,13 +319,14 @@ impl TableBuilder {
         line: &ParsedLine<'_>,
         precision: Precision,
         default_time_ns: i64,
-    ) -> Result<(), String> {
+    ) -> Result<(), Rejection> {
         let time_ns = match line.timestamp {
             Some(ts) => precision.to_nanos(ts).ok_or_else(|| {
-                format!(
+                let message = format!(
                     "timestamp {ts} is out of range for precision {}",
                     precision.name()
-                )
+                );
+                (RejectReason::Parse, message)
             })?,
             None => default_time_ns,
         };
@@ -308,7 +355,10 @@ impl TableBuilder {
             // tag and a field of the same name can clash here.
             for (field, _) in &line.fields {
                 if line.tags.iter().any(|(tag, _)| tag == field) {
-                    return Err(format!("`{field}` is both a tag and a field in the line"));
+                    return Err((
+                        RejectReason::Schema,
+                        format!("`{field}` is both a tag and a field in the line"),
+                    ));
                 }
             }
         }
@@ -360,24 +410,33 @@ impl TableBuilder {
         position: usize,
         key: &str,
         sent: ColumnType,
-    ) -> Result<usize, String> {
+    ) -> Result<usize, Rejection> {
         let existing = match self.last_line_columns.get(position) {
             Some(&c) if self.columns[c].name == key => Some(c),
             _ => self.column_index.get(key).copied(),
         };
         if let Some(c) = existing {
             if self.line_columns.contains(&c) {
-                return Err(format!("column `{key}` appears twice in the line"));
+                return Err((
+                    RejectReason::Schema,
+                    format!("column `{key}` appears twice in the line"),
+                ));
             }
             let column = &self.columns[c];
             if column.column_type != sent {
-                return Err(conflict(&self.name, key, column.column_type, sent));
+                return Err((
+                    RejectReason::Schema,
+                    conflict(&self.name, key, column.column_type, sent),
+                ));
             }
             return Ok(c);
         }
         if key == TIME_COLUMN {
-            return Err(format!(
-                "`{TIME_COLUMN}` is reserved for the timestamp and cannot be a tag or field"
+            return Err((
+                RejectReason::Schema,
+                format!(
+                    "`{TIME_COLUMN}` is reserved for the timestamp and cannot be a tag or field"
+                ),
             ));
         }
         let known = self
@@ -388,17 +447,23 @@ impl TableBuilder {
         if let Some(existing) = known
             && existing != sent
         {
-            return Err(conflict(&self.name, key, existing, sent));
+            return Err((
+                RejectReason::Schema,
+                conflict(&self.name, key, existing, sent),
+            ));
         }
         if known.is_none() {
             let committed = self.schema.as_ref().map_or(1, |s| s.columns.len());
             if committed + self.new_columns.len() + self.line_new_columns + 1 > self.max_columns {
-                return Err(catalog::Error::TooManyColumns {
-                    database: self.database.clone(),
-                    table: self.name.clone(),
-                    limit: self.max_columns,
-                }
-                .to_string());
+                return Err((
+                    RejectReason::Limit,
+                    catalog::Error::TooManyColumns {
+                        database: self.database.clone(),
+                        table: self.name.clone(),
+                        limit: self.max_columns,
+                    }
+                    .to_string(),
+                ));
             }
             self.line_new_columns += 1;
         }
