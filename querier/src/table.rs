@@ -103,10 +103,19 @@ impl TableProvider for BufferTable {
                 projection.cloned(),
             )?);
         }
-        let batches = self
-            .buffer
-            .read_table(&self.database, &self.table.name, &self.schema, min, max)
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        // Reading may deduplicate a partition: CPU work that must not stall an I/O worker.
+        let (buffer, database, table, schema) = (
+            Arc::clone(&self.buffer),
+            Arc::clone(&self.database),
+            Arc::clone(&self.table.name),
+            Arc::clone(&self.schema),
+        );
+        let batches = tokio::task::spawn_blocking(move || {
+            buffer.read_table(&database, &table, &schema, min, max)
+        })
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))?
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
         // Spread the rows over as many partitions as the session runs in parallel, in slices of
         // one batch size: then DataFusion needs no repartitioning, whose buffers would count
         // against the query memory pool.
