@@ -13,7 +13,7 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{SchemaRef, TimestampNanosecondType};
 use arrow::error::ArrowError;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::dedup::dedup_sorted;
 use crate::schema::{TIME_COLUMN, conform, merge_schemas};
@@ -47,6 +47,9 @@ struct PartitionBuffer {
     schema: SchemaRef,
     /// True when `chunks` is a single chunk that is already deduplicated.
     deduplicated: bool,
+    /// Held while one reader deduplicates the partition, so concurrent queries wait for its
+    /// result instead of each sorting the same rows.
+    dedup_lock: Arc<Mutex<()>>,
 }
 
 #[derive(Debug, Clone)]
@@ -99,6 +102,7 @@ impl Buffer {
                             chunks: vec![chunk],
                             schema,
                             deduplicated,
+                            dedup_lock: Arc::default(),
                         },
                     );
                 }
@@ -165,6 +169,18 @@ impl Buffer {
         key: &TableKey,
         day: i64,
     ) -> Result<Option<RecordBatch>, ArrowError> {
+        let dedup_lock = {
+            let tables = self.tables.read();
+            let Some(p) = tables.get(key).and_then(|t| t.partitions.get(&day)) else {
+                return Ok(None);
+            };
+            if p.deduplicated {
+                return Ok(Some(p.chunks[0].batch.clone()));
+            }
+            Arc::clone(&p.dedup_lock)
+        };
+        let _dedup = dedup_lock.lock();
+        // Look again: the reader we waited for may have done the work.
         let (chunks, schema) = {
             let tables = self.tables.read();
             let Some(p) = tables.get(key).and_then(|t| t.partitions.get(&day)) else {
@@ -324,5 +340,56 @@ mod tests {
             after <= before + before / 10,
             "before {before}, after {after}"
         );
+    }
+
+    #[test]
+    fn concurrent_readers_see_the_same_rows_while_writes_continue() {
+        let buffer = Arc::new(Buffer::default());
+        for c in 0..20 {
+            buffer
+                .apply(c + 1, "db", "t", chunk(c as i64 * 1_000, 5_000))
+                .unwrap();
+        }
+        let schema = buffer
+            .tables
+            .read()
+            .values()
+            .next()
+            .unwrap()
+            .partitions
+            .values()
+            .next()
+            .unwrap()
+            .schema
+            .clone();
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                let (buffer, schema) = (Arc::clone(&buffer), schema.clone());
+                scope.spawn(move || {
+                    let rows: usize = buffer
+                        .read("db", "t", &schema, i64::MIN, i64::MAX)
+                        .unwrap()
+                        .iter()
+                        .map(|b| b.num_rows())
+                        .sum();
+                    assert!(rows >= 100_000, "{rows}");
+                });
+            }
+            let writer = Arc::clone(&buffer);
+            scope.spawn(move || {
+                for c in 20..30 {
+                    writer
+                        .apply(c + 1, "db", "t", chunk(c as i64 * 1_000, 5_000))
+                        .unwrap();
+                }
+            });
+        });
+        let rows: usize = buffer
+            .read("db", "t", &schema, i64::MIN, i64::MAX)
+            .unwrap()
+            .iter()
+            .map(|b| b.num_rows())
+            .sum();
+        assert_eq!(rows, 150_000);
     }
 }
