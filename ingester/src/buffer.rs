@@ -271,40 +271,39 @@ fn split_by_day(batch: RecordBatch) -> Result<Vec<(i64, RecordBatch)>, ArrowErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{Float64Array, StringDictionaryBuilder, TimestampNanosecondArray};
-    use arrow::datatypes::{DataType, Field, Int32Type, Schema, TimeUnit};
 
+    /// `rows` rows of 100 hosts from time `offset` on, 100 rows per time.
     fn chunk(offset: i64, rows: i64) -> RecordBatch {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("f", DataType::Float64, true),
-            Field::new(
-                "host",
-                DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
-                true,
-            ),
-            Field::new(
-                "time",
-                DataType::Timestamp(TimeUnit::Nanosecond, None),
-                false,
-            ),
-        ]));
-        let mut host = StringDictionaryBuilder::<Int32Type>::new();
-        for i in 0..rows {
-            host.append_value(format!("host_{}", i % 100));
-        }
-        RecordBatch::try_new(
-            schema,
-            vec![
-                Arc::new((0..rows).map(|i| Some(i as f64)).collect::<Float64Array>()),
-                Arc::new(host.finish()),
-                Arc::new(
-                    (0..rows)
-                        .map(|i| Some(offset + i / 100))
-                        .collect::<TimestampNanosecondArray>(),
-                ),
-            ],
+        let hosts: Vec<String> = (0..100).map(|h| format!("host_{h}")).collect();
+        let rows: Vec<(&str, i64, Option<f64>, Option<f64>)> = (0..rows)
+            .map(|i| {
+                (
+                    hosts[(i % 100) as usize].as_str(),
+                    offset + i / 100,
+                    Some(i as f64),
+                    None,
+                )
+            })
+            .collect();
+        crate::dedup::tests::batch(&rows)
+    }
+
+    fn only_schema(buffer: &Buffer) -> SchemaRef {
+        let tables = buffer.tables.read();
+        let table = tables.values().next().expect("one table");
+        Arc::clone(
+            &table
+                .partitions
+                .values()
+                .next()
+                .expect("one partition")
+                .schema,
         )
-        .unwrap()
+    }
+
+    fn total_rows(buffer: &Buffer, schema: &SchemaRef) -> usize {
+        let batches = buffer.read("db", "t", schema, i64::MIN, i64::MAX).unwrap();
+        batches.iter().map(|b| b.num_rows()).sum()
     }
 
     #[test]
@@ -316,25 +315,7 @@ mod tests {
                 .unwrap();
         }
         let before = buffer.size_bytes();
-        let schema = buffer
-            .tables
-            .read()
-            .values()
-            .next()
-            .unwrap()
-            .partitions
-            .values()
-            .next()
-            .unwrap()
-            .schema
-            .clone();
-        let rows: usize = buffer
-            .read("db", "t", &schema, i64::MIN, i64::MAX)
-            .unwrap()
-            .iter()
-            .map(|b| b.num_rows())
-            .sum();
-        assert_eq!(rows, 250_000);
+        assert_eq!(total_rows(&buffer, &only_schema(&buffer)), 250_000);
         let after = buffer.size_bytes();
         assert!(
             after <= before + before / 10,
@@ -350,28 +331,12 @@ mod tests {
                 .apply(c + 1, "db", "t", chunk(c as i64 * 1_000, 5_000))
                 .unwrap();
         }
-        let schema = buffer
-            .tables
-            .read()
-            .values()
-            .next()
-            .unwrap()
-            .partitions
-            .values()
-            .next()
-            .unwrap()
-            .schema
-            .clone();
+        let schema = only_schema(&buffer);
         std::thread::scope(|scope| {
             for _ in 0..4 {
                 let (buffer, schema) = (Arc::clone(&buffer), schema.clone());
                 scope.spawn(move || {
-                    let rows: usize = buffer
-                        .read("db", "t", &schema, i64::MIN, i64::MAX)
-                        .unwrap()
-                        .iter()
-                        .map(|b| b.num_rows())
-                        .sum();
+                    let rows = total_rows(&buffer, &schema);
                     assert!(rows >= 100_000, "{rows}");
                 });
             }
@@ -384,12 +349,6 @@ mod tests {
                 }
             });
         });
-        let rows: usize = buffer
-            .read("db", "t", &schema, i64::MIN, i64::MAX)
-            .unwrap()
-            .iter()
-            .map(|b| b.num_rows())
-            .sum();
-        assert_eq!(rows, 150_000);
+        assert_eq!(total_rows(&buffer, &schema), 150_000);
     }
 }

@@ -115,13 +115,14 @@ pub(crate) fn key_column_indices(schema: &SchemaRef) -> Vec<usize> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use arrow::array::{Array, Float64Array, StringDictionaryBuilder, TimestampNanosecondArray};
     use arrow::datatypes::{Field, Int32Type, Schema, TimeUnit};
     use std::sync::Arc;
 
-    fn batch(rows: &[(&str, i64, Option<f64>, Option<f64>)]) -> RecordBatch {
+    /// A batch of (host tag, time, f, g) rows.
+    pub(crate) fn batch(rows: &[(&str, i64, Option<f64>, Option<f64>)]) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![
             Field::new("f", DataType::Float64, true),
             Field::new("g", DataType::Float64, true),
@@ -156,6 +157,14 @@ mod tests {
         .unwrap()
     }
 
+    fn floats(batch: &RecordBatch, column: usize) -> &Float64Array {
+        batch
+            .column(column)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap()
+    }
+
     fn rows(b: &RecordBatch) -> Vec<String> {
         arrow::util::pretty::pretty_format_batches(std::slice::from_ref(b))
             .unwrap()
@@ -173,16 +182,8 @@ mod tests {
         ]);
         let out = dedup_sorted(&input.schema(), std::slice::from_ref(&input)).unwrap();
         assert_eq!(out.num_rows(), 1);
-        let f = out
-            .column(0)
-            .as_any()
-            .downcast_ref::<Float64Array>()
-            .unwrap();
-        let g = out
-            .column(1)
-            .as_any()
-            .downcast_ref::<Float64Array>()
-            .unwrap();
+        let f = floats(&out, 0);
+        let g = floats(&out, 1);
         assert_eq!((f.value(0), g.value(0)), (3.0, 2.0));
     }
 
@@ -214,16 +215,8 @@ mod tests {
         ]);
         let out = dedup_sorted(&input.schema(), std::slice::from_ref(&input)).unwrap();
         assert_eq!(out.num_rows(), 2);
-        let f = out
-            .column(0)
-            .as_any()
-            .downcast_ref::<Float64Array>()
-            .unwrap();
-        let g = out
-            .column(1)
-            .as_any()
-            .downcast_ref::<Float64Array>()
-            .unwrap();
+        let f = floats(&out, 0);
+        let g = floats(&out, 1);
         assert_eq!((f.value(0), g.value(0)), (3.0, 2.0));
         assert_eq!(f.value(1), 9.0);
         assert!(g.is_null(1));
@@ -235,16 +228,8 @@ mod tests {
         let second = batch(&[("a", 1, None, Some(2.0))]);
         let third = batch(&[("a", 1, Some(3.0), None), ("a", 2, Some(4.0), None)]);
         let out = dedup_sorted(&first.schema(), &[first.clone(), second, third]).unwrap();
-        let f = out
-            .column(0)
-            .as_any()
-            .downcast_ref::<Float64Array>()
-            .unwrap();
-        let g = out
-            .column(1)
-            .as_any()
-            .downcast_ref::<Float64Array>()
-            .unwrap();
+        let f = floats(&out, 0);
+        let g = floats(&out, 1);
         assert_eq!(out.num_rows(), 3);
         assert_eq!(
             (f.value(0), g.value(0)),
