@@ -173,6 +173,7 @@ async fn run(config: WriteBenchConfig) -> anyhow::Result<()> {
         t.elapsed().as_secs_f64()
     );
     let cpu_before = config.server_pid.map(server_cpu_seconds).transpose()?;
+    let wal_before = wal_counters(&authority).await?;
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let mut workers = Vec::new();
@@ -225,6 +226,12 @@ async fn run(config: WriteBenchConfig) -> anyhow::Result<()> {
         total_bytes as f64 / 1e6 / elapsed
     );
     println!("request p50/p99:  {:.1} / {:.1} ms", pct(0.5), pct(0.99));
+    let wal_after = wal_counters(&authority).await?;
+    let (appends, fsyncs) = (wal_after.0 - wal_before.0, wal_after.1 - wal_before.1);
+    println!(
+        "WAL appends/fsyncs: {appends} / {fsyncs} ({:.2} appends per fsync: group commit)",
+        appends / fsyncs.max(1.0)
+    );
     if let (Some(pid), Some(before)) = (config.server_pid, cpu_before) {
         let cpu = server_cpu_seconds(pid)? - before;
         println!("server CPU:       {cpu:.2} s");
@@ -235,6 +242,36 @@ async fn run(config: WriteBenchConfig) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// (appends, fsyncs) of the server's WAL, from `/metrics`.
+async fn wal_counters(authority: &str) -> anyhow::Result<(f64, f64)> {
+    let stream = tokio::net::TcpStream::connect(authority).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let request = Request::get("/metrics")
+        .header("host", authority)
+        .body(Full::new(Bytes::new()))?;
+    let text = sender
+        .send_request(request)
+        .await?
+        .into_body()
+        .collect()
+        .await?
+        .to_bytes();
+    let text = String::from_utf8_lossy(&text);
+    let counter = |name: &str| {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            })
+            .unwrap_or(0.0)
+    };
+    Ok((
+        counter("tributary_wal_appends_total "),
+        counter("tributary_wal_fsyncs_total "),
+    ))
 }
 
 /// User + system CPU seconds of a process, from `/proc/<pid>/stat`.
