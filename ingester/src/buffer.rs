@@ -57,6 +57,8 @@ struct Chunk {
     sequence: u64,
     batch: RecordBatch,
     size_bytes: usize,
+    /// The batch is a deduplication result: sorted by key, each key once.
+    deduplicated: bool,
 }
 
 impl Buffer {
@@ -86,6 +88,7 @@ impl Buffer {
                 sequence,
                 batch,
                 size_bytes,
+                deduplicated: false,
             };
             match table_buffer.partitions.get_mut(&day) {
                 Some(p) => {
@@ -195,7 +198,7 @@ impl Buffer {
             .iter()
             .map(|c| conform(&c.batch, &schema))
             .collect::<Result<Vec<_>, _>>()?;
-        let merged = dedup_sorted(&schema, &conformed)?;
+        let merged = dedup_sorted(&schema, &conformed, chunks[0].deduplicated)?;
         let merged_sequence = chunks.last().expect("partitions are never empty").sequence;
         let merged_size = size_bytes(&merged);
 
@@ -212,6 +215,7 @@ impl Buffer {
                         sequence: merged_sequence,
                         batch: merged.clone(),
                         size_bytes: merged_size,
+                        deduplicated: true,
                     }],
                 );
                 p.deduplicated = p.chunks.len() == 1;

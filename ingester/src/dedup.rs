@@ -16,9 +16,14 @@ use crate::schema::TIME_COLUMN;
 /// Deduplicates `chunks` (all of `schema`, rows in write order: chunk by chunk, row by row)
 /// into one batch sorted by primary key. The chunks are read in place, not concatenated first,
 /// so the peak is the input, the sort keys and the output.
+///
+/// With `head_is_deduplicated`, `chunks[0]` is an earlier output of this function: sorted and
+/// without duplicates. Then only the other chunks are sorted and merged into it, so a
+/// partition that gets a few new chunks between queries is not sorted whole again.
 pub(crate) fn dedup_sorted(
     schema: &SchemaRef,
     chunks: &[RecordBatch],
+    head_is_deduplicated: bool,
 ) -> Result<RecordBatch, ArrowError> {
     let total: usize = chunks.iter().map(|c| c.num_rows()).sum();
     if total == 0 {
@@ -46,14 +51,37 @@ pub(crate) fn dedup_sorted(
         (chunk, global as usize - starts[chunk])
     };
 
-    let mut order: Vec<u32> = (0..total as u32).collect();
     // Ties broken by global index: equal keys stay in write order, so the last of a run is
     // the latest write.
-    order.sort_unstable_by(|&a, &b| {
-        keys.row(a as usize)
-            .cmp(&keys.row(b as usize))
-            .then(a.cmp(&b))
-    });
+    let by_key_then_write_order = |a: &u32, b: &u32| {
+        keys.row(*a as usize)
+            .cmp(&keys.row(*b as usize))
+            .then(a.cmp(b))
+    };
+    let order: Vec<u32> = if head_is_deduplicated && chunks.len() > 1 {
+        let head_rows = chunks[0].num_rows() as u32;
+        let mut tail: Vec<u32> = (head_rows..total as u32).collect();
+        tail.sort_unstable_by(by_key_then_write_order);
+        // Merge: on equal keys the head's row goes first, as it was written earlier.
+        let mut order = Vec::with_capacity(total);
+        let (mut h, mut t) = (0u32, 0usize);
+        while h < head_rows && t < tail.len() {
+            if keys.row(h as usize) <= keys.row(tail[t] as usize) {
+                order.push(h);
+                h += 1;
+            } else {
+                order.push(tail[t]);
+                t += 1;
+            }
+        }
+        order.extend(h..head_rows);
+        order.extend_from_slice(&tail[t..]);
+        order
+    } else {
+        let mut order: Vec<u32> = (0..total as u32).collect();
+        order.sort_unstable_by(by_key_then_write_order);
+        order
+    };
 
     // Runs of equal keys, as [start, end) into `order`.
     let mut runs: Vec<(usize, usize)> = Vec::with_capacity(total);
@@ -180,7 +208,7 @@ pub(crate) mod tests {
             ("a", 100, Some(1.0), Some(2.0)),
             ("a", 100, Some(3.0), None),
         ]);
-        let out = dedup_sorted(&input.schema(), std::slice::from_ref(&input)).unwrap();
+        let out = dedup_sorted(&input.schema(), std::slice::from_ref(&input), false).unwrap();
         assert_eq!(out.num_rows(), 1);
         let f = floats(&out, 0);
         let g = floats(&out, 1);
@@ -194,7 +222,7 @@ pub(crate) mod tests {
             ("a", 2, Some(2.0), None),
             ("a", 1, Some(3.0), None),
         ]);
-        let out = dedup_sorted(&input.schema(), std::slice::from_ref(&input)).unwrap();
+        let out = dedup_sorted(&input.schema(), std::slice::from_ref(&input), false).unwrap();
         assert_eq!(
             rows(&out)[3..6],
             [
@@ -213,7 +241,7 @@ pub(crate) mod tests {
             ("a", 5, Some(3.0), None),
             ("b", 5, Some(9.0), None),
         ]);
-        let out = dedup_sorted(&input.schema(), std::slice::from_ref(&input)).unwrap();
+        let out = dedup_sorted(&input.schema(), std::slice::from_ref(&input), false).unwrap();
         assert_eq!(out.num_rows(), 2);
         let f = floats(&out, 0);
         let g = floats(&out, 1);
@@ -227,7 +255,7 @@ pub(crate) mod tests {
         let first = batch(&[("a", 1, Some(1.0), Some(1.0)), ("b", 1, Some(5.0), None)]);
         let second = batch(&[("a", 1, None, Some(2.0))]);
         let third = batch(&[("a", 1, Some(3.0), None), ("a", 2, Some(4.0), None)]);
-        let out = dedup_sorted(&first.schema(), &[first.clone(), second, third]).unwrap();
+        let out = dedup_sorted(&first.schema(), &[first.clone(), second, third], false).unwrap();
         let f = floats(&out, 0);
         let g = floats(&out, 1);
         assert_eq!(out.num_rows(), 3);
@@ -238,5 +266,39 @@ pub(crate) mod tests {
         );
         assert_eq!(f.value(1), 4.0, "a@2");
         assert_eq!(f.value(2), 5.0, "b@1");
+    }
+
+    #[test]
+    fn merging_new_chunks_into_a_deduplicated_head_equals_deduplicating_everything() {
+        // Deterministic pseudo-random chunks with many repeated keys and sparse fields.
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let hosts = ["a", "b", "c", "d"];
+        let chunks: Vec<RecordBatch> = (0..12)
+            .map(|_| {
+                let rows: Vec<(&str, i64, Option<f64>, Option<f64>)> = (0..50)
+                    .map(|_| {
+                        let f = (next(3) > 0).then(|| next(100) as f64);
+                        let g = (next(3) == 0).then(|| next(100) as f64);
+                        (hosts[next(4) as usize], next(20) as i64, f, g)
+                    })
+                    .collect();
+                batch(&rows)
+            })
+            .collect();
+        let schema = chunks[0].schema();
+        let all_at_once = dedup_sorted(&schema, &chunks, false).unwrap();
+        for split in 1..chunks.len() {
+            let head = dedup_sorted(&schema, &chunks[..split], false).unwrap();
+            let mut incremental = vec![head];
+            incremental.extend_from_slice(&chunks[split..]);
+            let merged = dedup_sorted(&schema, &incremental, true).unwrap();
+            assert_eq!(rows(&merged), rows(&all_at_once), "split at {split}");
+        }
     }
 }
