@@ -1,3 +1,4 @@
 //! Integration tests of the binary crate.
 
 mod depcheck;
+mod slt;
