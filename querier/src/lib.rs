@@ -12,6 +12,7 @@
 //! that needs more fails with [`QueryError::ResourcesExhausted`] instead of taking the server
 //! down.
 
+mod system;
 mod table;
 
 use std::collections::HashMap;
@@ -37,6 +38,8 @@ pub use table::DatabaseSchemaProvider;
 pub const SQL_CATALOG: &str = "public";
 /// Name of the SQL schema that holds a database's tables (as in InfluxDB 3).
 pub const SQL_SCHEMA: &str = "iox";
+/// Name of the SQL schema of tables about the server (`system.queries`).
+pub const SYSTEM_SCHEMA: &str = "system";
 /// Default for `--query-mem-limit`.
 pub const DEFAULT_QUERY_MEM_LIMIT_BYTES: usize = 1024 * 1024 * 1024;
 
@@ -132,6 +135,7 @@ pub struct Querier {
     buffer: Arc<dyn BufferReader>,
     runtime: Arc<RuntimeEnv>,
     config: QuerierConfig,
+    queries: Arc<system::QueryLog>,
 }
 
 impl Querier {
@@ -152,6 +156,7 @@ impl Querier {
             buffer,
             runtime,
             config,
+            queries: Arc::default(),
         })
     }
 
@@ -182,12 +187,46 @@ impl Querier {
             Arc::new(schema),
         )
         .map_err(QueryError::Internal)?;
+        datafusion::catalog::CatalogProvider::register_schema(
+            &sql_catalog,
+            SYSTEM_SCHEMA,
+            Arc::new(system::SystemSchemaProvider::new(Arc::clone(&self.queries))),
+        )
+        .map_err(QueryError::Internal)?;
         ctx.register_catalog(SQL_CATALOG, Arc::new(sql_catalog));
         Ok(ctx)
     }
 
     /// Plans and starts `sql` against `database`, with `$name` parameters bound from `params`.
     pub async fn query(
+        &self,
+        database: &str,
+        sql: &str,
+        params: HashMap<String, ParamValue>,
+    ) -> Result<QueryResult, QueryError> {
+        let id = self.queries.start(database, sql);
+        match self.plan_and_start(database, sql, params).await {
+            Ok(QueryResult { schema, stream }) => {
+                let stream = LoggedStream {
+                    inner: stream,
+                    log: Arc::clone(&self.queries),
+                    id,
+                    rows: 0,
+                    finished: false,
+                };
+                Ok(QueryResult {
+                    schema,
+                    stream: Box::pin(stream),
+                })
+            }
+            Err(e) => {
+                self.queries.finish(id, 0, Some(e.to_string()), false);
+                Err(e)
+            }
+        }
+    }
+
+    async fn plan_and_start(
         &self,
         database: &str,
         sql: &str,
@@ -237,6 +276,55 @@ impl ParamValue {
             Self::UInt(u) => ScalarValue::UInt64(Some(u)),
             Self::Float(f) => ScalarValue::Float64(Some(f)),
             Self::String(s) => ScalarValue::Utf8(Some(s)),
+        }
+    }
+}
+
+/// A result stream that records in `system.queries` how its query ended: rows sent, success,
+/// error, or cancelled when dropped before the end (the client went away).
+struct LoggedStream {
+    inner: SendableRecordBatchStream,
+    log: Arc<system::QueryLog>,
+    id: u64,
+    rows: u64,
+    finished: bool,
+}
+
+impl futures::Stream for LoggedStream {
+    type Item = datafusion::error::Result<RecordBatch>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let polled = self.inner.as_mut().poll_next(cx);
+        match &polled {
+            std::task::Poll::Ready(Some(Ok(batch))) => self.rows += batch.num_rows() as u64,
+            std::task::Poll::Ready(Some(Err(e))) if !self.finished => {
+                self.finished = true;
+                self.log
+                    .finish(self.id, self.rows, Some(e.to_string()), false);
+            }
+            std::task::Poll::Ready(None) if !self.finished => {
+                self.finished = true;
+                self.log.finish(self.id, self.rows, None, false);
+            }
+            _ => {}
+        }
+        polled
+    }
+}
+
+impl datafusion::execution::RecordBatchStream for LoggedStream {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+}
+
+impl Drop for LoggedStream {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.log.finish(self.id, self.rows, None, true);
         }
     }
 }

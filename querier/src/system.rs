@@ -1,0 +1,236 @@
+//! The `system` schema: tables about the server itself.
+//!
+//! `system.queries` lists the most recent queries (running ones included) with their
+//! duration, row count and outcome, newest last, as InfluxDB 3 does.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use arrow::array::{
+    ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampNanosecondArray,
+    UInt64Array,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use async_trait::async_trait;
+use datafusion::catalog::{SchemaProvider, TableProvider};
+use datafusion::datasource::MemTable;
+use datafusion::error::DataFusionError;
+use parking_lot::Mutex;
+
+/// How many finished and running queries `system.queries` remembers.
+pub(crate) const QUERY_LOG_CAPACITY: usize = 1_000;
+
+/// One query as `system.queries` shows it.
+#[derive(Debug, Clone)]
+struct QueryRecord {
+    id: u64,
+    issue_time_ns: i64,
+    database: String,
+    query_text: String,
+    started: Instant,
+    duration_ms: Option<f64>,
+    rows: u64,
+    /// None while running; then whether it succeeded.
+    success: Option<bool>,
+    error: Option<String>,
+    cancelled: bool,
+}
+
+/// Recent queries, bounded; shared by every session of a querier.
+#[derive(Debug, Default)]
+pub(crate) struct QueryLog {
+    next_id: AtomicU64,
+    records: Mutex<VecDeque<QueryRecord>>,
+}
+
+impl QueryLog {
+    /// Records a query as running and returns its id.
+    pub(crate) fn start(&self, database: &str, query_text: &str) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let issue_time_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        let mut records = self.records.lock();
+        if records.len() == QUERY_LOG_CAPACITY {
+            records.pop_front();
+        }
+        records.push_back(QueryRecord {
+            id,
+            issue_time_ns,
+            database: database.to_owned(),
+            query_text: query_text.to_owned(),
+            started: Instant::now(),
+            duration_ms: None,
+            rows: 0,
+            success: None,
+            error: None,
+            cancelled: false,
+        });
+        id
+    }
+
+    /// Records how a query ended: `error` None for success; `cancelled` when the client left.
+    pub(crate) fn finish(&self, id: u64, rows: u64, error: Option<String>, cancelled: bool) {
+        let mut records = self.records.lock();
+        if let Some(r) = records.iter_mut().rev().find(|r| r.id == id) {
+            r.duration_ms = Some(r.started.elapsed().as_secs_f64() * 1e3);
+            r.rows = rows;
+            r.success = Some(error.is_none() && !cancelled);
+            r.error = error;
+            r.cancelled = cancelled;
+        }
+    }
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::UInt64, false),
+            Field::new(
+                "issue_time",
+                DataType::Timestamp(TimeUnit::Nanosecond, None),
+                false,
+            ),
+            Field::new("database", DataType::Utf8, false),
+            Field::new("query_type", DataType::Utf8, false),
+            Field::new("query_text", DataType::Utf8, false),
+            Field::new("duration_ms", DataType::Float64, true),
+            Field::new("rows", DataType::UInt64, false),
+            Field::new("running", DataType::Boolean, false),
+            Field::new("success", DataType::Boolean, true),
+            Field::new("cancelled", DataType::Boolean, false),
+            Field::new("error", DataType::Utf8, true),
+        ]))
+    }
+
+    fn batch(&self) -> Result<RecordBatch, arrow::error::ArrowError> {
+        let records: Vec<QueryRecord> = self.records.lock().iter().cloned().collect();
+        let now = Instant::now();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(records.iter().map(|r| r.id).collect::<UInt64Array>()),
+            Arc::new(
+                records
+                    .iter()
+                    .map(|r| Some(r.issue_time_ns))
+                    .collect::<TimestampNanosecondArray>(),
+            ),
+            Arc::new(
+                records
+                    .iter()
+                    .map(|r| Some(r.database.as_str()))
+                    .collect::<StringArray>(),
+            ),
+            Arc::new(records.iter().map(|_| Some("sql")).collect::<StringArray>()),
+            Arc::new(
+                records
+                    .iter()
+                    .map(|r| Some(r.query_text.as_str()))
+                    .collect::<StringArray>(),
+            ),
+            Arc::new(
+                records
+                    .iter()
+                    .map(|r| {
+                        Some(
+                            r.duration_ms
+                                .unwrap_or_else(|| (now - r.started).as_secs_f64() * 1e3),
+                        )
+                    })
+                    .collect::<Float64Array>(),
+            ),
+            Arc::new(records.iter().map(|r| r.rows).collect::<UInt64Array>()),
+            Arc::new(
+                records
+                    .iter()
+                    .map(|r| Some(r.success.is_none()))
+                    .collect::<BooleanArray>(),
+            ),
+            Arc::new(records.iter().map(|r| r.success).collect::<BooleanArray>()),
+            Arc::new(
+                records
+                    .iter()
+                    .map(|r| Some(r.cancelled))
+                    .collect::<BooleanArray>(),
+            ),
+            Arc::new(
+                records
+                    .iter()
+                    .map(|r| r.error.as_deref())
+                    .collect::<StringArray>(),
+            ),
+        ];
+        RecordBatch::try_new(Self::schema(), columns)
+    }
+}
+
+/// The `system` schema of a session.
+#[derive(Debug)]
+pub(crate) struct SystemSchemaProvider {
+    queries: Arc<QueryLog>,
+}
+
+impl SystemSchemaProvider {
+    pub(crate) fn new(queries: Arc<QueryLog>) -> Self {
+        Self { queries }
+    }
+}
+
+const QUERIES: &str = "queries";
+
+#[async_trait]
+impl SchemaProvider for SystemSchemaProvider {
+    fn table_names(&self) -> Vec<String> {
+        vec![QUERIES.to_owned()]
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
+        if name != QUERIES {
+            return Ok(None);
+        }
+        let batch = self.queries.batch()?;
+        Ok(Some(Arc::new(MemTable::try_new(
+            QueryLog::schema(),
+            vec![vec![batch]],
+        )?)))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        name == QUERIES
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Array;
+
+    #[test]
+    fn the_log_keeps_the_newest_queries_and_their_outcome() {
+        let log = QueryLog::default();
+        for i in 0..QUERY_LOG_CAPACITY + 5 {
+            let id = log.start("db", &format!("SELECT {i}"));
+            log.finish(id, 1, None, false);
+        }
+        let failed = log.start("db", "SELECT nope");
+        log.finish(failed, 0, Some("no column nope".into()), false);
+        let running = log.start("db", "SELECT slow");
+        let batch = log.batch().unwrap();
+        assert_eq!(batch.num_rows(), QUERY_LOG_CAPACITY);
+        let text = batch
+            .column(4)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        assert_eq!(text.value(QUERY_LOG_CAPACITY - 1), "SELECT slow");
+        let success = batch
+            .column(8)
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .unwrap();
+        assert!(!success.value(QUERY_LOG_CAPACITY - 2));
+        assert!(
+            success.is_null(QUERY_LOG_CAPACITY - 1),
+            "query {running} is still running"
+        );
+    }
+}
