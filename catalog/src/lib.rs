@@ -20,8 +20,8 @@ mod sqlite;
 use std::sync::Arc;
 
 pub use model::{
-    CatalogSnapshot, ColumnType, DatabaseId, DatabaseSchema, SchemaChanges, TIME_COLUMN, TableId,
-    TableSchema, validate_database_name,
+    CatalogSnapshot, ColumnType, DatabaseId, DatabaseSchema, NewParquetFile, ParquetFile,
+    ParquetFileId, SchemaChanges, TIME_COLUMN, TableId, TableSchema, validate_database_name,
 };
 pub use sqlite::SqliteCatalog;
 
@@ -120,4 +120,11 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     /// write-ahead log sequence number handed out when it was deleted: replay skips that
     /// database's entries up to it, so a deleted database never comes back after a restart.
     async fn delete_database(&self, name: &str, wal_cutoff: u64) -> Result<()>;
+
+    /// Records persisted Parquet files, all or none (one transaction). A path recorded twice
+    /// is an error: a file is never recorded over another.
+    async fn add_parquet_files(&self, files: Vec<NewParquetFile>) -> Result<Vec<ParquetFile>>;
+
+    /// The recorded files of a table, oldest data (lowest sequence numbers) first.
+    async fn parquet_files(&self, table: TableId) -> Result<Vec<ParquetFile>>;
 }

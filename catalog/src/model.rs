@@ -94,6 +94,37 @@ pub struct DatabaseId(pub i64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TableId(pub i64);
 
+/// Identifier of a Parquet file row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ParquetFileId(pub i64);
+
+/// A persisted Parquet file to record: one partition (table, UTC day) of one table, rows from
+/// a range of write-ahead log entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewParquetFile {
+    pub table_id: TableId,
+    /// UTC day number of the partition (days since 1970-01-01).
+    pub partition_day: i64,
+    /// Object path, `<db>/<table>/<YYYY-MM-DD>/<file-id>.parquet`.
+    pub path: String,
+    pub size_bytes: u64,
+    pub row_count: u64,
+    pub min_time_ns: i64,
+    pub max_time_ns: i64,
+    /// 0 for files persisted from the buffer; higher for compacted files.
+    pub level: u8,
+    /// The WAL sequence numbers whose rows the file holds.
+    pub min_sequence: u64,
+    pub max_sequence: u64,
+}
+
+/// A recorded Parquet file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParquetFile {
+    pub id: ParquetFileId,
+    pub file: NewParquetFile,
+}
+
 /// A table and its columns.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TableSchema {

@@ -8,8 +8,8 @@ use parking_lot::{Mutex, RwLock};
 use rusqlite::{Connection, params};
 
 use crate::model::{
-    CatalogSnapshot, ColumnType, DatabaseId, DatabaseSchema, SchemaChanges, TIME_COLUMN, TableId,
-    TableSchema, validate_database_name,
+    CatalogSnapshot, ColumnType, DatabaseId, DatabaseSchema, NewParquetFile, ParquetFile,
+    ParquetFileId, SchemaChanges, TIME_COLUMN, TableId, TableSchema, validate_database_name,
 };
 use crate::{Catalog, CatalogLimits, Error, Result};
 
@@ -35,6 +35,20 @@ CREATE TABLE IF NOT EXISTS columns (
     column_type TEXT NOT NULL,
     UNIQUE (table_id, name)
 );
+CREATE TABLE IF NOT EXISTS parquet_files (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    table_id INTEGER NOT NULL REFERENCES tables(id),
+    partition_day INTEGER NOT NULL,
+    path TEXT NOT NULL UNIQUE,
+    size_bytes INTEGER NOT NULL,
+    row_count INTEGER NOT NULL,
+    min_time INTEGER NOT NULL,
+    max_time INTEGER NOT NULL,
+    level INTEGER NOT NULL,
+    min_sequence INTEGER NOT NULL,
+    max_sequence INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS parquet_files_table ON parquet_files(table_id, partition_day);
 ";
 
 /// Columns to add: name and type.
@@ -171,6 +185,69 @@ impl Catalog for SqliteCatalog {
             *cutoff = (*cutoff).max(wal_cutoff);
             *inner.snapshot.write() = Arc::new(next);
             Ok(())
+        })
+        .await
+    }
+
+    async fn add_parquet_files(&self, files: Vec<NewParquetFile>) -> Result<Vec<ParquetFile>> {
+        self.blocking(move |inner| {
+            let mut conn = inner.conn.lock();
+            let tx = conn.transaction()?;
+            let mut recorded = Vec::with_capacity(files.len());
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO parquet_files (table_id, partition_day, path, size_bytes, row_count, \
+                     min_time, max_time, level, min_sequence, max_sequence) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )?;
+                for file in files {
+                    insert.execute(params![
+                        file.table_id.0,
+                        file.partition_day,
+                        file.path,
+                        file.size_bytes as i64,
+                        file.row_count as i64,
+                        file.min_time_ns,
+                        file.max_time_ns,
+                        file.level,
+                        file.min_sequence as i64,
+                        file.max_sequence as i64,
+                    ])?;
+                    recorded.push(ParquetFile { id: ParquetFileId(tx.last_insert_rowid()), file });
+                }
+            }
+            tx.commit()?;
+            Ok(recorded)
+        })
+        .await
+    }
+
+    async fn parquet_files(&self, table: TableId) -> Result<Vec<ParquetFile>> {
+        self.blocking(move |inner| {
+            let conn = inner.conn.lock();
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, table_id, partition_day, path, size_bytes, row_count, min_time, max_time, \
+                 level, min_sequence, max_sequence FROM parquet_files WHERE table_id = ?1 \
+                 ORDER BY min_sequence, id",
+            )?;
+            let rows = stmt.query_map(params![table.0], |r| {
+                Ok(ParquetFile {
+                    id: ParquetFileId(r.get(0)?),
+                    file: NewParquetFile {
+                        table_id: TableId(r.get(1)?),
+                        partition_day: r.get(2)?,
+                        path: r.get(3)?,
+                        size_bytes: r.get::<_, i64>(4)? as u64,
+                        row_count: r.get::<_, i64>(5)? as u64,
+                        min_time_ns: r.get(6)?,
+                        max_time_ns: r.get(7)?,
+                        level: r.get(8)?,
+                        min_sequence: r.get::<_, i64>(9)? as u64,
+                        max_sequence: r.get::<_, i64>(10)? as u64,
+                    },
+                })
+            })?;
+            Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
         })
         .await
     }
@@ -584,5 +661,58 @@ mod tests {
             }
         }
         ok
+    }
+
+    fn file(table: TableId, path: &str, sequences: (u64, u64)) -> NewParquetFile {
+        NewParquetFile {
+            table_id: table,
+            partition_day: 16_801,
+            path: path.to_owned(),
+            size_bytes: 1234,
+            row_count: 10,
+            min_time_ns: 1,
+            max_time_ns: 2,
+            level: 0,
+            min_sequence: sequences.0,
+            max_sequence: sequences.1,
+        }
+    }
+
+    #[tokio::test]
+    async fn parquet_files_are_recorded_together_and_listed_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.sqlite");
+        let cat = SqliteCatalog::open(&path, CatalogLimits::default()).unwrap();
+        let snap = cat
+            .apply(changes("db", "cpu", &[("usage", ColumnType::Float)]))
+            .await
+            .unwrap();
+        let table = snap.database("db").unwrap().table("cpu").unwrap().id;
+        cat.add_parquet_files(vec![file(table, "db/cpu/2016-01-01/b.parquet", (5, 9))])
+            .await
+            .unwrap();
+        cat.add_parquet_files(vec![file(table, "db/cpu/2016-01-01/a.parquet", (1, 4))])
+            .await
+            .unwrap();
+        // A batch with a path already recorded records nothing of the batch.
+        let err = cat
+            .add_parquet_files(vec![
+                file(table, "db/cpu/2016-01-01/c.parquet", (10, 12)),
+                file(table, "db/cpu/2016-01-01/a.parquet", (13, 14)),
+            ])
+            .await;
+        assert!(err.is_err());
+        drop(cat);
+        let cat = SqliteCatalog::open(&path, CatalogLimits::default()).unwrap();
+        let files = cat.parquet_files(table).await.unwrap();
+        let paths: Vec<&str> = files.iter().map(|f| f.file.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["db/cpu/2016-01-01/a.parquet", "db/cpu/2016-01-01/b.parquet"]
+        );
+        assert_eq!(
+            files[0].file,
+            file(table, "db/cpu/2016-01-01/a.parquet", (1, 4))
+        );
     }
 }
