@@ -526,11 +526,6 @@ impl Ingester {
         Ok(())
     }
 
-    /// Bytes of Arrow data in the buffer.
-    pub fn buffer_size_bytes(&self) -> usize {
-        self.inner.buffer.size_bytes()
-    }
-
     /// Finishes queued WAL writes, fsyncs and closes the WAL. Later writes fail.
     pub fn shutdown(&self) -> Result<(), wal::Error> {
         self.inner.wal.close()

@@ -8,7 +8,7 @@
 //! The Arrow schema is embedded, so tags read back as `Dictionary(Int32, Utf8)`.
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, Schema};
+use arrow::datatypes::{DataType, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::errors::Result;
@@ -24,9 +24,8 @@ const ROW_GROUP_ROWS: usize = 128 * 1024;
 const PAGE_ROWS: usize = 8 * 1024;
 
 /// Writer settings for a partition file with this schema.
-fn properties(schema: &Schema) -> Result<WriterProperties> {
-    let schema_ref = std::sync::Arc::new(schema.clone());
-    let sorting: Vec<SortingColumn> = key_column_indices(&schema_ref)
+fn properties(schema: &SchemaRef) -> Result<WriterProperties> {
+    let sorting: Vec<SortingColumn> = key_column_indices(schema)
         .into_iter()
         .map(|i| SortingColumn {
             column_idx: i as i32,

@@ -5,13 +5,8 @@ use std::sync::Arc;
 use arrow::array::{RecordBatch, new_null_array};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
-use catalog::ColumnType;
 
 pub(crate) use catalog::TIME_COLUMN;
-
-pub(crate) fn arrow_field(name: &str, column_type: ColumnType) -> Field {
-    column_type.arrow_field(name)
-}
 
 /// Brings `batch` to `schema`: columns in the schema's order, missing ones as all-null.
 /// Every column of `batch` must be in `schema` (columns are only ever added).

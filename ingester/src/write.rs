@@ -15,7 +15,6 @@ use arrow::error::ArrowError;
 use catalog::{CatalogLimits, ColumnType, DatabaseSchema, SchemaChanges, TIME_COLUMN, TableSchema};
 use line_protocol::{FieldValue, LineParser, ParsedLine};
 
-use crate::schema::arrow_field;
 use crate::{Precision, RejectedLine};
 
 /// What a body turned into: rows per table, the schema changes they need, the rejected lines.
@@ -511,7 +510,7 @@ impl TableBuilder {
         let time: ArrayRef = Arc::new(self.time.finish());
         named.push((TIME_COLUMN.to_owned(), ColumnType::Time, tight(time)));
         named.sort_by(|a, b| a.0.cmp(&b.0));
-        let fields: Vec<_> = named.iter().map(|(n, t, _)| arrow_field(n, *t)).collect();
+        let fields: Vec<_> = named.iter().map(|(n, t, _)| t.arrow_field(n)).collect();
         let arrays = named.into_iter().map(|(_, _, a)| a).collect();
         RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
     }
@@ -558,6 +557,15 @@ mod tests {
             42,
         )
         .unwrap()
+    }
+
+    fn rejected_line_numbers(built: &BuiltWrite) -> Vec<usize> {
+        built
+            .rejected
+            .details
+            .iter()
+            .map(|r| r.line_number)
+            .collect()
     }
 
     fn table(batch: &RecordBatch) -> String {
@@ -656,12 +664,7 @@ mod tests {
     fn a_name_used_as_tag_and_field_is_rejected() {
         let built = build("m,a=x a=1 1\nm,b=x c=1 2\nm b=2 3", None);
         assert_eq!(built.lines_written, 1);
-        let lines: Vec<usize> = built
-            .rejected
-            .details
-            .iter()
-            .map(|r| r.line_number)
-            .collect();
+        let lines = rejected_line_numbers(&built);
         assert_eq!(lines, [1, 3]);
     }
 
@@ -769,12 +772,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(built.lines_written, 4);
-        let rejected: Vec<usize> = built
-            .rejected
-            .details
-            .iter()
-            .map(|r| r.line_number)
-            .collect();
+        let rejected = rejected_line_numbers(&built);
         assert_eq!(rejected, [3]);
         assert!(
             built.rejected.details[0]
@@ -795,12 +793,7 @@ mod tests {
             0,
         )
         .unwrap();
-        let rejected: Vec<usize> = built
-            .rejected
-            .details
-            .iter()
-            .map(|r| r.line_number)
-            .collect();
+        let rejected = rejected_line_numbers(&built);
         assert_eq!(rejected, [2, 3]);
         assert!(
             built.rejected.details[0]

@@ -32,7 +32,7 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 
-pub use table::DatabaseSchemaProvider;
+use table::DatabaseSchemaProvider;
 
 /// Name of the SQL catalog every database appears as (as in InfluxDB 3).
 pub const SQL_CATALOG: &str = "public";

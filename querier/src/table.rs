@@ -19,13 +19,13 @@ use crate::BufferReader;
 
 /// The tables of one database, as of the catalog snapshot the session was made from.
 #[derive(Debug)]
-pub struct DatabaseSchemaProvider {
+pub(crate) struct DatabaseSchemaProvider {
     database: Arc<DatabaseSchema>,
     buffer: Arc<dyn BufferReader>,
 }
 
 impl DatabaseSchemaProvider {
-    pub fn new(database: Arc<DatabaseSchema>, buffer: Arc<dyn BufferReader>) -> Self {
+    pub(crate) fn new(database: Arc<DatabaseSchema>, buffer: Arc<dyn BufferReader>) -> Self {
         Self { database, buffer }
     }
 }
