@@ -21,7 +21,8 @@ use std::sync::Arc;
 
 pub use model::{
     CatalogSnapshot, ColumnType, DatabaseId, DatabaseSchema, NewParquetFile, ParquetFile,
-    ParquetFileId, SchemaChanges, TIME_COLUMN, TableId, TableSchema, validate_database_name,
+    ParquetFileId, SchemaChanges, TIME_COLUMN, TableId, TableSchema, partition_date,
+    validate_database_name,
 };
 pub use sqlite::SqliteCatalog;
 
@@ -121,10 +122,9 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     /// database's entries up to it, so a deleted database never comes back after a restart.
     async fn delete_database(&self, name: &str, wal_cutoff: u64) -> Result<()>;
 
-    /// Records persisted Parquet files, all or none (one transaction). A path recorded twice
-    /// is an error: a file is never recorded over another.
+    /// Records persisted Parquet files, all or none (one transaction), and returns them as
+    /// recorded; they are in the next [`Catalog::snapshot`] (see
+    /// [`CatalogSnapshot::table_files`]). A path recorded twice is an error: a file is never
+    /// recorded over another.
     async fn add_parquet_files(&self, files: Vec<NewParquetFile>) -> Result<Vec<ParquetFile>>;
-
-    /// The recorded files of a table, oldest data (lowest sequence numbers) first.
-    async fn parquet_files(&self, table: TableId) -> Result<Vec<ParquetFile>>;
 }

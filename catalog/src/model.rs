@@ -118,6 +118,21 @@ pub struct NewParquetFile {
     pub max_sequence: u64,
 }
 
+/// The `YYYY-MM-DD` name of a partition day (days since 1970-01-01, UTC), as in object paths.
+pub fn partition_date(day: i64) -> String {
+    // Howard Hinnant's civil_from_days.
+    let z = day + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
 /// A recorded Parquet file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParquetFile {
@@ -170,11 +185,44 @@ pub struct CatalogSnapshot {
     pub databases: BTreeMap<Arc<str>, Arc<DatabaseSchema>>,
     /// Deleted database names -> the highest WAL sequence number of their deleted data.
     pub deleted_wal_cutoffs: BTreeMap<Arc<str>, u64>,
+    /// Recorded Parquet files of live tables, per table oldest data (lowest sequence) first.
+    pub parquet_files: BTreeMap<TableId, Arc<[ParquetFile]>>,
 }
 
 impl CatalogSnapshot {
     pub fn database(&self, name: &str) -> Option<&Arc<DatabaseSchema>> {
         self.databases.get(name)
+    }
+
+    /// The recorded files of a table, oldest data (lowest sequence numbers) first.
+    pub fn table_files(&self, table: TableId) -> &[ParquetFile] {
+        self.parquet_files.get(&table).map_or(&[], |f| f)
+    }
+
+    /// The highest WAL sequence number the catalog refers to (persisted files, deleted
+    /// databases). The WAL must number new entries above it, even if its own segments were
+    /// lost or truncated, or replay would mistake new entries for persisted or deleted ones.
+    pub fn highest_sequence(&self) -> u64 {
+        let files = self
+            .parquet_files
+            .values()
+            .flat_map(|f| f.iter())
+            .map(|f| f.file.max_sequence);
+        files
+            .chain(self.deleted_wal_cutoffs.values().copied())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Per partition day of `table`, the highest WAL sequence number whose rows of that
+    /// partition are all in recorded files: replay skips those rows.
+    pub fn persisted_through(&self, table: TableId) -> BTreeMap<i64, u64> {
+        let mut out = BTreeMap::new();
+        for f in self.table_files(table) {
+            let e = out.entry(f.file.partition_day).or_insert(0);
+            *e = (*e).max(f.file.max_sequence);
+        }
+        out
     }
 
     /// Whether a WAL entry of `database` with `sequence` belongs to a deleted database.
@@ -225,4 +273,18 @@ pub fn validate_database_name(name: &str) -> Result<(), &'static str> {
         return Err("only ASCII letters, digits, `_` and `-` are allowed");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_dates_are_utc_calendar_days() {
+        assert_eq!(partition_date(0), "1970-01-01");
+        assert_eq!(partition_date(-1), "1969-12-31");
+        assert_eq!(partition_date(16_801), "2016-01-01");
+        assert_eq!(partition_date(11_016), "2000-02-29");
+        assert_eq!(partition_date(20_513), "2026-03-01");
+    }
 }

@@ -217,37 +217,20 @@ impl Catalog for SqliteCatalog {
                 }
             }
             tx.commit()?;
+            let current = Arc::clone(&inner.snapshot.read());
+            let mut next = (*current).clone();
+            let mut by_table: BTreeMap<TableId, Vec<ParquetFile>> = BTreeMap::new();
+            for f in &recorded {
+                by_table.entry(f.file.table_id).or_default().push(f.clone());
+            }
+            for (table, added) in by_table {
+                let mut files: Vec<ParquetFile> = next.table_files(table).to_vec();
+                files.extend(added);
+                files.sort_by_key(|f| (f.file.min_sequence, f.id));
+                next.parquet_files.insert(table, files.into());
+            }
+            *inner.snapshot.write() = Arc::new(next);
             Ok(recorded)
-        })
-        .await
-    }
-
-    async fn parquet_files(&self, table: TableId) -> Result<Vec<ParquetFile>> {
-        self.blocking(move |inner| {
-            let conn = inner.conn.lock();
-            let mut stmt = conn.prepare_cached(
-                "SELECT id, table_id, partition_day, path, size_bytes, row_count, min_time, max_time, \
-                 level, min_sequence, max_sequence FROM parquet_files WHERE table_id = ?1 \
-                 ORDER BY min_sequence, id",
-            )?;
-            let rows = stmt.query_map(params![table.0], |r| {
-                Ok(ParquetFile {
-                    id: ParquetFileId(r.get(0)?),
-                    file: NewParquetFile {
-                        table_id: TableId(r.get(1)?),
-                        partition_day: r.get(2)?,
-                        path: r.get(3)?,
-                        size_bytes: r.get::<_, i64>(4)? as u64,
-                        row_count: r.get::<_, i64>(5)? as u64,
-                        min_time_ns: r.get(6)?,
-                        max_time_ns: r.get(7)?,
-                        level: r.get(8)?,
-                        min_sequence: r.get::<_, i64>(9)? as u64,
-                        max_sequence: r.get::<_, i64>(10)? as u64,
-                    },
-                })
-            })?;
-            Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
         })
         .await
     }
@@ -459,6 +442,37 @@ fn load_snapshot(conn: &Connection) -> Result<CatalogSnapshot> {
             table.columns.insert(name.into(), column_type);
         }
     }
+    let mut stmt = conn.prepare(
+        "SELECT id, table_id, partition_day, path, size_bytes, row_count, min_time, max_time, \
+         level, min_sequence, max_sequence FROM parquet_files ORDER BY table_id, min_sequence, id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(ParquetFile {
+            id: ParquetFileId(r.get(0)?),
+            file: NewParquetFile {
+                table_id: TableId(r.get(1)?),
+                partition_day: r.get(2)?,
+                path: r.get(3)?,
+                size_bytes: r.get::<_, i64>(4)? as u64,
+                row_count: r.get::<_, i64>(5)? as u64,
+                min_time_ns: r.get(6)?,
+                max_time_ns: r.get(7)?,
+                level: r.get(8)?,
+                min_sequence: r.get::<_, i64>(9)? as u64,
+                max_sequence: r.get::<_, i64>(10)? as u64,
+            },
+        })
+    })?;
+    let mut files: BTreeMap<TableId, Vec<ParquetFile>> = BTreeMap::new();
+    for row in rows {
+        let f = row?;
+        // Files of deleted databases stay out (garbage collection removes them); their
+        // sequence numbers are below the database's WAL cutoff, which the snapshot keeps.
+        if tables.contains_key(&f.file.table_id.0) {
+            files.entry(f.file.table_id).or_default().push(f);
+        }
+    }
+    snapshot.parquet_files = files.into_iter().map(|(t, f)| (t, f.into())).collect();
     for (_, (db_id, table)) in tables {
         let db = by_id
             .get_mut(&db_id)
@@ -704,7 +718,8 @@ mod tests {
         assert!(err.is_err());
         drop(cat);
         let cat = SqliteCatalog::open(&path, CatalogLimits::default()).unwrap();
-        let files = cat.parquet_files(table).await.unwrap();
+        let snapshot = cat.snapshot();
+        let files = snapshot.table_files(table);
         let paths: Vec<&str> = files.iter().map(|f| f.file.path.as_str()).collect();
         assert_eq!(
             paths,

@@ -4,10 +4,16 @@
 //! a partition's chunks are in write order. A read deduplicates a partition's chunks and puts
 //! the result back as one chunk, so repeated queries do not redo the work and memory holds one
 //! copy of each row.
+//!
+//! Persistence takes a partition's deduplicated head chunk ([`Buffer::begin_persist`]) and,
+//! once the file is recorded in the catalog, drops it ([`Buffer::finish_persist`]). While a
+//! persist runs, reads do not merge the head with newer chunks, so the rows being persisted
+//! stay one chunk that can be dropped exactly.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::filter_record_batch;
@@ -50,11 +56,18 @@ struct PartitionBuffer {
     /// Held while one reader deduplicates the partition, so concurrent queries wait for its
     /// result instead of each sorting the same rows.
     dedup_lock: Arc<Mutex<()>>,
+    /// Set while a persist job writes the head chunk, which holds the rows of entries up to
+    /// this sequence number.
+    persisting_through: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
 struct Chunk {
+    /// Lowest and highest sequence numbers of the entries whose rows the chunk holds.
+    min_sequence: u64,
     sequence: u64,
+    /// When the oldest of those rows reached the buffer.
+    arrived: Instant,
     batch: RecordBatch,
     size_bytes: usize,
     /// The batch is a deduplication result: sorted by key, each key once.
@@ -74,6 +87,19 @@ impl Buffer {
         table: &str,
         batch: RecordBatch,
     ) -> Result<(), ArrowError> {
+        self.apply_unpersisted(sequence, database, table, batch, |_| false)
+    }
+
+    /// [`Buffer::apply`] without the rows of days for which `persisted(day)` says this entry's
+    /// rows are already in a recorded file (WAL replay).
+    pub(crate) fn apply_unpersisted(
+        &self,
+        sequence: u64,
+        database: &str,
+        table: &str,
+        batch: RecordBatch,
+        persisted: impl Fn(i64) -> bool,
+    ) -> Result<(), ArrowError> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
@@ -82,10 +108,15 @@ impl Buffer {
         let key = (Arc::<str>::from(database), Arc::<str>::from(table));
         let table_buffer = tables.entry(key).or_default();
         for (day, batch) in by_day {
+            if persisted(day) {
+                continue;
+            }
             let size_bytes = size_bytes(&batch);
             self.size_bytes.fetch_add(size_bytes, Ordering::Relaxed);
             let chunk = Chunk {
+                min_sequence: sequence,
                 sequence,
+                arrived: Instant::now(),
                 batch,
                 size_bytes,
                 deduplicated: false,
@@ -106,6 +137,7 @@ impl Buffer {
                             schema,
                             deduplicated,
                             dedup_lock: Arc::default(),
+                            persisting_through: None,
                         },
                     );
                 }
@@ -133,7 +165,7 @@ impl Buffer {
     }
 
     /// The deduplicated rows of a table whose partitions may hold rows in
-    /// `[min_time_ns, max_time_ns]`, each batch conformed to `schema`.
+    /// `[min_time_ns, max_time_ns]`, one sorted batch per partition, conformed to `schema`.
     pub(crate) fn read(
         &self,
         database: &str,
@@ -141,7 +173,7 @@ impl Buffer {
         schema: &SchemaRef,
         min_time_ns: i64,
         max_time_ns: i64,
-    ) -> Result<Vec<RecordBatch>, ArrowError> {
+    ) -> Result<Vec<PartitionRows>, ArrowError> {
         if min_time_ns > max_time_ns {
             return Ok(vec![]);
         }
@@ -158,8 +190,12 @@ impl Buffer {
         };
         let mut out = Vec::with_capacity(days.len());
         for day in days {
-            if let Some(batch) = self.deduplicated_partition(&key, day)? {
-                out.push(conform(&batch, schema)?);
+            if let Some((batch, max_sequence)) = self.deduplicated_partition(&key, day)? {
+                out.push(PartitionRows {
+                    day,
+                    max_sequence,
+                    batch: conform(&batch, schema)?,
+                });
             }
         }
         Ok(out)
@@ -171,28 +207,32 @@ impl Buffer {
         &self,
         key: &TableKey,
         day: i64,
-    ) -> Result<Option<RecordBatch>, ArrowError> {
+    ) -> Result<Option<(RecordBatch, u64)>, ArrowError> {
         let dedup_lock = {
             let tables = self.tables.read();
             let Some(p) = tables.get(key).and_then(|t| t.partitions.get(&day)) else {
                 return Ok(None);
             };
             if p.deduplicated {
-                return Ok(Some(p.chunks[0].batch.clone()));
+                return Ok(Some((p.chunks[0].batch.clone(), p.chunks[0].sequence)));
             }
             Arc::clone(&p.dedup_lock)
         };
         let _dedup = dedup_lock.lock();
         // Look again: the reader we waited for may have done the work.
-        let (chunks, schema) = {
+        let (chunks, schema, persisting) = {
             let tables = self.tables.read();
             let Some(p) = tables.get(key).and_then(|t| t.partitions.get(&day)) else {
                 return Ok(None);
             };
             if p.deduplicated {
-                return Ok(Some(p.chunks[0].batch.clone()));
+                return Ok(Some((p.chunks[0].batch.clone(), p.chunks[0].sequence)));
             }
-            (p.chunks.clone(), Arc::clone(&p.schema))
+            (
+                p.chunks.clone(),
+                Arc::clone(&p.schema),
+                p.persisting_through.is_some(),
+            )
         };
         let conformed = chunks
             .iter()
@@ -200,11 +240,17 @@ impl Buffer {
             .collect::<Result<Vec<_>, _>>()?;
         let merged = dedup_sorted(&schema, &conformed, chunks[0].deduplicated)?;
         let merged_sequence = chunks.last().expect("partitions are never empty").sequence;
+        if persisting {
+            // The head chunk is being persisted and must stay apart; keep the result for this
+            // read only.
+            return Ok(Some((merged, merged_sequence)));
+        }
         let merged_size = size_bytes(&merged);
 
         let mut tables = self.tables.write();
         if let Some(p) = tables.get_mut(key).and_then(|t| t.partitions.get_mut(&day)) {
-            let unchanged_prefix = p.chunks.len() >= chunks.len()
+            let unchanged_prefix = p.persisting_through.is_none()
+                && p.chunks.len() >= chunks.len()
                 && p.chunks[chunks.len() - 1].sequence == merged_sequence
                 && p.chunks[0].sequence == chunks[0].sequence;
             if unchanged_prefix {
@@ -212,7 +258,13 @@ impl Buffer {
                 p.chunks.splice(
                     ..chunks.len(),
                     [Chunk {
+                        min_sequence: chunks.iter().map(|c| c.min_sequence).min().unwrap_or(0),
                         sequence: merged_sequence,
+                        arrived: chunks
+                            .iter()
+                            .map(|c| c.arrived)
+                            .min()
+                            .unwrap_or_else(Instant::now),
                         batch: merged.clone(),
                         size_bytes: merged_size,
                         deduplicated: true,
@@ -223,8 +275,165 @@ impl Buffer {
                 self.size_bytes.fetch_sub(old, Ordering::Relaxed);
             }
         }
-        Ok(Some(merged))
+        Ok(Some((merged, merged_sequence)))
     }
+
+    /// Partitions due for persistence, most urgent first: those whose oldest rows arrived at
+    /// least `max_age` ago, oldest first; with `under_pressure`, then every other partition,
+    /// largest first. Partitions being persisted are left out.
+    pub(crate) fn persist_candidates(
+        &self,
+        max_age: Duration,
+        under_pressure: bool,
+    ) -> Vec<PartitionKey> {
+        let now = Instant::now();
+        let tables = self.tables.read();
+        let mut aged = Vec::new();
+        let mut others = Vec::new();
+        for ((db, table), t) in tables.iter() {
+            for (&day, p) in &t.partitions {
+                if p.persisting_through.is_some() {
+                    continue;
+                }
+                let arrived = p.chunks.iter().map(|c| c.arrived).min().unwrap_or(now);
+                let key = PartitionKey {
+                    database: Arc::clone(db),
+                    table: Arc::clone(table),
+                    day,
+                };
+                if now.duration_since(arrived) >= max_age {
+                    aged.push((arrived, key));
+                } else if under_pressure {
+                    let size: usize = p.chunks.iter().map(|c| c.size_bytes).sum();
+                    others.push((size, key));
+                }
+            }
+        }
+        aged.sort_by_key(|(arrived, _)| *arrived);
+        others.sort_by_key(|(size, _)| std::cmp::Reverse(*size));
+        aged.into_iter()
+            .map(|(_, k)| k)
+            .chain(others.into_iter().map(|(_, k)| k))
+            .collect()
+    }
+
+    /// Every partition not being persisted (shutdown).
+    pub(crate) fn all_partitions(&self) -> Vec<PartitionKey> {
+        self.persist_candidates(Duration::ZERO, false)
+    }
+
+    /// Deduplicates a partition and marks its head chunk (all rows so far) as being
+    /// persisted. Returns `None` if the partition is gone or already being persisted.
+    pub(crate) fn begin_persist(
+        &self,
+        key: &PartitionKey,
+    ) -> Result<Option<PersistRows>, ArrowError> {
+        let table_key = (Arc::clone(&key.database), Arc::clone(&key.table));
+        // Merges the chunks into one deduplicated head (unless a persist is running).
+        if self.deduplicated_partition(&table_key, key.day)?.is_none() {
+            return Ok(None);
+        }
+        let mut tables = self.tables.write();
+        let Some(p) = tables
+            .get_mut(&table_key)
+            .and_then(|t| t.partitions.get_mut(&key.day))
+        else {
+            return Ok(None);
+        };
+        if p.persisting_through.is_some() {
+            return Ok(None);
+        }
+        let head = &p.chunks[0];
+        if !head.deduplicated {
+            // Chunks were replaced between the merge and now; try again on the next round.
+            return Ok(None);
+        }
+        p.persisting_through = Some(head.sequence);
+        Ok(Some(PersistRows {
+            batch: conform(&head.batch, &p.schema)?,
+            min_sequence: head.min_sequence,
+            max_sequence: head.sequence,
+        }))
+    }
+
+    /// Drops the persisted head chunk of a partition: its file is recorded in the catalog.
+    pub(crate) fn finish_persist(&self, key: &PartitionKey, through: u64) {
+        let table_key = (Arc::clone(&key.database), Arc::clone(&key.table));
+        let mut tables = self.tables.write();
+        let Some(t) = tables.get_mut(&table_key) else {
+            return;
+        };
+        let Some(p) = t.partitions.get_mut(&key.day) else {
+            return;
+        };
+        p.persisting_through = None;
+        let persisted = p
+            .chunks
+            .iter()
+            .take_while(|c| c.sequence <= through)
+            .count();
+        let bytes: usize = p.chunks[..persisted].iter().map(|c| c.size_bytes).sum();
+        p.chunks.drain(..persisted);
+        self.size_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        if p.chunks.is_empty() {
+            t.partitions.remove(&key.day);
+            if t.partitions.is_empty() {
+                tables.remove(&table_key);
+            }
+        } else {
+            p.deduplicated = false;
+        }
+    }
+
+    /// Gives up a persist: the rows stay buffered and are persisted by a later job.
+    pub(crate) fn abort_persist(&self, key: &PartitionKey) {
+        let table_key = (Arc::clone(&key.database), Arc::clone(&key.table));
+        let mut tables = self.tables.write();
+        if let Some(p) = tables
+            .get_mut(&table_key)
+            .and_then(|t| t.partitions.get_mut(&key.day))
+        {
+            p.persisting_through = None;
+        }
+    }
+
+    /// The lowest sequence number of an entry with rows still only in the buffer.
+    pub(crate) fn oldest_unpersisted_sequence(&self) -> Option<u64> {
+        let tables = self.tables.read();
+        tables
+            .values()
+            .flat_map(|t| t.partitions.values())
+            .flat_map(|p| p.chunks.iter().map(|c| c.min_sequence))
+            .min()
+    }
+}
+
+/// A partition of the buffer: (database, table, UTC day).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct PartitionKey {
+    pub(crate) database: Arc<str>,
+    pub(crate) table: Arc<str>,
+    pub(crate) day: i64,
+}
+
+/// A partition's rows handed to a persist job: deduplicated, sorted by (tags, time).
+#[derive(Debug)]
+pub(crate) struct PersistRows {
+    pub(crate) batch: RecordBatch,
+    pub(crate) min_sequence: u64,
+    pub(crate) max_sequence: u64,
+}
+
+/// A partition's deduplicated rows as a query sees them.
+#[derive(Debug, Clone)]
+pub struct PartitionRows {
+    /// UTC day number (days since 1970-01-01).
+    pub day: i64,
+    /// The highest WAL sequence number whose rows are included: orders these rows against
+    /// persisted files of the same partition (higher is newer).
+    pub max_sequence: u64,
+    /// Sorted by (tags in name order, time), one row per key.
+    pub batch: RecordBatch,
 }
 
 /// Bytes of the rows of `batch`. Not `get_array_memory_size`: batches decoded from the WAL
@@ -307,7 +516,56 @@ mod tests {
 
     fn total_rows(buffer: &Buffer, schema: &SchemaRef) -> usize {
         let batches = buffer.read("db", "t", schema, i64::MIN, i64::MAX).unwrap();
-        batches.iter().map(|b| b.num_rows()).sum()
+        batches.iter().map(|b| b.batch.num_rows()).sum()
+    }
+
+    #[test]
+    fn a_persisted_head_is_dropped_exactly_while_newer_rows_stay_readable() {
+        let buffer = Buffer::default();
+        for c in 0..3 {
+            buffer
+                .apply(c + 1, "db", "t", chunk(c as i64 * 1_000, 1_000))
+                .unwrap();
+        }
+        let schema = only_schema(&buffer);
+        let key = buffer.all_partitions().pop().expect("one partition");
+        let rows = buffer
+            .begin_persist(&key)
+            .unwrap()
+            .expect("not persisting yet");
+        assert_eq!((rows.min_sequence, rows.max_sequence), (1, 3));
+        assert_eq!(rows.batch.num_rows(), 3_000);
+        assert!(
+            buffer.begin_persist(&key).unwrap().is_none(),
+            "one job per partition"
+        );
+        assert!(buffer.all_partitions().is_empty());
+
+        // Writes and reads go on while the file is written; reads see old and new rows.
+        buffer.apply(4, "db", "t", chunk(10_000, 1_000)).unwrap();
+        assert_eq!(total_rows(&buffer, &schema), 4_000);
+        assert_eq!(buffer.oldest_unpersisted_sequence(), Some(1));
+
+        buffer.finish_persist(&key, rows.max_sequence);
+        assert_eq!(total_rows(&buffer, &schema), 1_000);
+        assert_eq!(buffer.oldest_unpersisted_sequence(), Some(4));
+        let again = buffer.begin_persist(&key).unwrap().expect("the newer rows");
+        assert_eq!((again.min_sequence, again.max_sequence), (4, 4));
+        buffer.finish_persist(&key, again.max_sequence);
+        assert_eq!(buffer.oldest_unpersisted_sequence(), None);
+        assert_eq!(buffer.size_bytes(), 0);
+    }
+
+    #[test]
+    fn an_aborted_persist_keeps_the_rows() {
+        let buffer = Buffer::default();
+        buffer.apply(1, "db", "t", chunk(0, 1_000)).unwrap();
+        let schema = only_schema(&buffer);
+        let key = buffer.all_partitions().pop().unwrap();
+        buffer.begin_persist(&key).unwrap().unwrap();
+        buffer.abort_persist(&key);
+        assert_eq!(total_rows(&buffer, &schema), 1_000);
+        assert_eq!(buffer.all_partitions(), vec![key]);
     }
 
     #[test]

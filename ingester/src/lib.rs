@@ -5,7 +5,9 @@
 //!      --catalog.apply(new tables/columns)--> committed schema
 //!      --wal.append (group commit, fsync)----> sequence number   <- the write is acknowledged
 //!      --apply in sequence order-------------> Buffer (per db/table/UTC day) --> queries
-//! start: wal replay ------------------------> Buffer
+//! start: wal replay ------------------------> Buffer (rows already in recorded files skipped)
+//! persist (see `persist`): Buffer partition --> Parquet on object storage + catalog record
+//!                                               --> rows dropped, WAL segments deleted
 //! ```
 //!
 //! Invariants:
@@ -17,18 +19,20 @@
 
 mod buffer;
 mod dedup;
-// Used by persistence (issue 4); tested here so the file layout is settled first.
-#[allow(dead_code)]
+mod object_cache;
 mod parquet_file;
+mod persist;
 mod schema;
 mod write;
 
-use std::collections::BTreeMap;
+pub use buffer::PartitionRows;
+pub use persist::{DEFAULT_PERSIST_INTERVAL, ObjectStorage, PersistError};
+
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use catalog::Catalog;
@@ -51,7 +55,10 @@ pub struct IngesterConfig {
     /// Directory of the WAL segments; default `wal` (the binary puts it under `--data-dir`).
     pub wal_dir: PathBuf,
     /// Bytes of Arrow data the buffer may hold before writes get `BufferFull`; default 1 GiB.
+    /// Over half of it, partitions are persisted before they age, largest first.
     pub buffer_mem_limit_bytes: usize,
+    /// A partition is persisted once its oldest buffered rows are this old; default 10 s.
+    pub persist_interval: Duration,
 }
 
 impl Default for IngesterConfig {
@@ -59,6 +66,7 @@ impl Default for IngesterConfig {
         Self {
             wal_dir: PathBuf::from("wal"),
             buffer_mem_limit_bytes: DEFAULT_BUFFER_MEM_LIMIT_BYTES,
+            persist_interval: DEFAULT_PERSIST_INTERVAL,
         }
     }
 }
@@ -242,6 +250,9 @@ struct Inner {
     /// Highest sequence number applied to the buffer, with all below it.
     applied: watch::Sender<u64>,
     metrics: Metrics,
+    storage: ObjectStorage,
+    persister: Mutex<Option<persist::PersisterHandle>>,
+    persist_metrics: persist::PersistMetrics,
 }
 
 /// Handle to the ingester; cheap to clone.
@@ -251,10 +262,12 @@ pub struct Ingester {
 }
 
 impl Ingester {
-    /// Opens the WAL, replays it into the buffer and returns the running ingester.
+    /// Opens the WAL, replays into the buffer what is not persisted yet and returns the
+    /// running ingester. Call [`Ingester::start_persister`] to persist in the background.
     pub fn new(
         config: IngesterConfig,
         catalog: Arc<dyn Catalog>,
+        storage: ObjectStorage,
         registry: &mut Registry,
     ) -> Result<Self, InitError> {
         let buffer = Buffer::default();
@@ -262,17 +275,32 @@ impl Ingester {
         let snapshot = catalog.snapshot();
         let wal_config = WalConfig {
             dir: config.wal_dir.clone(),
+            sequence_floor: snapshot.highest_sequence(),
             ..WalConfig::default()
         };
+        // (database, table) -> per partition day, the sequence its recorded files reach.
+        let mut persisted: HashMap<(String, String), BTreeMap<i64, u64>> = HashMap::new();
         let wal = Wal::open(wal_config, registry, |seq, entry| {
             replayed += 1;
             for t in entry.tables {
                 if snapshot.is_deleted_data(&t.database, seq.0) {
                     continue;
                 }
+                let through = persisted
+                    .entry((t.database.clone(), t.table.clone()))
+                    .or_insert_with(|| {
+                        snapshot
+                            .database(&t.database)
+                            .and_then(|db| db.table(&t.table))
+                            .map(|table| snapshot.persisted_through(table.id))
+                            .unwrap_or_default()
+                    });
+                let is_persisted = |day: i64| through.get(&day).is_some_and(|&s| seq.0 <= s);
                 // An entry the buffer cannot take passed its CRC, so it is not a torn write;
                 // losing it is better than never starting again.
-                if let Err(e) = buffer.apply(seq.0, &t.database, &t.table, t.batch) {
+                if let Err(e) =
+                    buffer.apply_unpersisted(seq.0, &t.database, &t.table, t.batch, is_persisted)
+                {
                     tracing::error!(sequence = seq.0, db = %t.database, table = %t.table, error = %e, "skipping a WAL entry the buffer cannot take");
                 }
             }
@@ -292,6 +320,8 @@ impl Ingester {
         let metrics = Metrics::default();
         metrics.register(registry);
         metrics.buffer_bytes.set(buffer.size_bytes() as i64);
+        let persist_metrics = persist::PersistMetrics::default();
+        persist_metrics.register(registry);
         let (applied, _) = watch::channel(last);
         Ok(Self {
             inner: Arc::new(Inner {
@@ -305,6 +335,9 @@ impl Ingester {
                 }),
                 applied,
                 metrics,
+                storage,
+                persister: Mutex::new(None),
+                persist_metrics,
             }),
         })
     }
@@ -493,7 +526,7 @@ impl Ingester {
     }
 
     /// Deduplicated buffered rows of a table in partitions that may overlap
-    /// `[min_time_ns, max_time_ns]`, conformed to `schema`.
+    /// `[min_time_ns, max_time_ns]`, one sorted batch per partition, conformed to `schema`.
     pub fn read_table(
         &self,
         database: &str,
@@ -501,7 +534,7 @@ impl Ingester {
         schema: &SchemaRef,
         min_time_ns: i64,
         max_time_ns: i64,
-    ) -> Result<Vec<RecordBatch>, ArrowError> {
+    ) -> Result<Vec<PartitionRows>, ArrowError> {
         let out = self
             .inner
             .buffer
@@ -526,9 +559,28 @@ impl Ingester {
         Ok(())
     }
 
-    /// Finishes queued WAL writes, fsyncs and closes the WAL. Later writes fail.
-    pub fn shutdown(&self) -> Result<(), wal::Error> {
-        self.inner.wal.close()
+    /// Persists every buffered row (failures are logged: those rows stay in the WAL), then
+    /// finishes queued WAL writes, fsyncs and closes the WAL. Call it once writes have stopped;
+    /// later writes fail.
+    pub async fn shutdown(&self) -> Result<(), wal::Error> {
+        if let Err(e) = self.persist_everything().await {
+            tracing::warn!(error = %persist::DisplayChain(&e), "some rows were not persisted at shutdown; they will be replayed from the write-ahead log");
+        }
+        let wal = self.inner.wal.clone();
+        tokio::task::spawn_blocking(move || wal.close())
+            .await
+            .map_err(|_| wal::Error::WriterStopped)?
+    }
+
+    /// Closes the WAL without persisting, as a crash would leave it (tests of replay).
+    #[cfg(test)]
+    fn close_without_persisting(&self) {
+        self.inner.wal.close().unwrap();
+    }
+
+    /// The object storage persisted files go to.
+    pub fn storage(&self) -> &ObjectStorage {
+        &self.inner.storage
     }
 }
 
@@ -557,8 +609,16 @@ mod tests {
             let config = IngesterConfig {
                 wal_dir: self.dir.path().join("wal"),
                 buffer_mem_limit_bytes,
+                ..IngesterConfig::default()
             };
-            Ingester::new(config, Arc::clone(&self.catalog), &mut Registry::default()).unwrap()
+            let storage = ObjectStorage::local(self.dir.path().join("objects")).unwrap();
+            Ingester::new(
+                config,
+                Arc::clone(&self.catalog),
+                storage,
+                &mut Registry::default(),
+            )
+            .unwrap()
         }
 
         fn rows(&self, ingester: &Ingester, table: &str) -> String {
@@ -569,9 +629,12 @@ mod tests {
                 .table(table)
                 .unwrap()
                 .arrow_schema();
-            let batches = ingester
+            let batches: Vec<arrow::array::RecordBatch> = ingester
                 .read_table("db", table, &schema, i64::MIN, i64::MAX)
-                .unwrap();
+                .unwrap()
+                .into_iter()
+                .map(|p| p.batch)
+                .collect();
             pretty_format_batches(&batches).unwrap().to_string()
         }
     }
@@ -605,7 +668,7 @@ mod tests {
              | 5.0 |     | b | 1970-01-01T00:00:00.000000100 |\n\
              +-----+-----+---+-------------------------------+"
         );
-        ingester.shutdown().unwrap();
+        ingester.close_without_persisting();
         drop(ingester);
         let reopened = f.ingester(1 << 30);
         assert_eq!(f.rows(&reopened, "m"), expected);
@@ -669,8 +732,50 @@ mod tests {
             33 + 4,
             "one row for `a`, one per k{{i}}, plus borders"
         );
-        ingester.shutdown().unwrap();
+        ingester.close_without_persisting();
         drop(ingester);
         assert_eq!(f.rows(&f.ingester(1 << 30), "m"), before);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn persisted_rows_leave_the_buffer_and_are_not_replayed() {
+        let f = Fixture::new();
+        let ingester = f.ingester(1 << 30);
+        ingester
+            .write(request("m,t=a f=1 100\nm,t=b f=2 86400000000100"))
+            .await
+            .unwrap();
+        ingester.shutdown().await.unwrap();
+        drop(ingester);
+
+        let snapshot = f.catalog.snapshot();
+        let table = snapshot.database("db").unwrap().table("m").unwrap().id;
+        let files = snapshot.table_files(table);
+        assert_eq!(files.len(), 2, "one file per day: {files:?}");
+        assert_eq!(files.iter().map(|f| f.file.row_count).sum::<u64>(), 2);
+        for file in files {
+            let path = f.dir.path().join("objects").join(&file.file.path);
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().len(),
+                file.file.size_bytes
+            );
+        }
+
+        let reopened = f.ingester(1 << 30);
+        assert_eq!(
+            f.rows(&reopened, "m"),
+            "++\n++",
+            "nothing replayed into the buffer"
+        );
+        // New entries are numbered above the persisted ones, so a later replay keeps them.
+        reopened.write(request("m,t=a f=3 100")).await.unwrap();
+        reopened.close_without_persisting();
+        drop(reopened);
+        let again = f.ingester(1 << 30);
+        assert!(
+            f.rows(&again, "m").contains("| 3.0 | a |"),
+            "{}",
+            f.rows(&again, "m")
+        );
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! query(db, sql) --> SessionContext (catalog "public", schema "iox", information_schema)
-//!                      '-- BufferTable per table --> BufferReader (the ingester's buffer)
+//!                      '-- Table per table --> BufferReader (the ingester's buffer)
+//!                                          '-> Parquet files (catalog + object store)
 //!                --> stream of RecordBatches, memory bounded by the query pool
 //! ```
 //!
@@ -12,6 +13,7 @@
 //! that needs more fails with [`QueryError::ResourcesExhausted`] instead of taking the server
 //! down.
 
+mod dedup;
 mod system;
 mod table;
 
@@ -28,11 +30,13 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 
-use table::DatabaseSchemaProvider;
+use object_store::ObjectStore;
+use table::{DatabaseSchemaProvider, TableSources};
 
 /// Name of the SQL catalog every database appears as (as in InfluxDB 3).
 pub const SQL_CATALOG: &str = "public";
@@ -42,12 +46,28 @@ pub const SQL_SCHEMA: &str = "iox";
 pub const SYSTEM_SCHEMA: &str = "system";
 /// Default for `--query-mem-limit`.
 pub const DEFAULT_QUERY_MEM_LIMIT_BYTES: usize = 1024 * 1024 * 1024;
+/// Default for [`QuerierConfig::parquet_cache_bytes`].
+pub const DEFAULT_PARQUET_CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// The URL the object store of persisted files is registered under in DataFusion.
+const OBJECT_STORE_URL: &str = "tributary://objects";
+
+/// A buffered partition's rows as the querier reads them.
+#[derive(Debug, Clone)]
+pub struct BufferedPartition {
+    /// UTC day number (days since 1970-01-01).
+    pub day: i64,
+    /// Highest WAL sequence number whose rows are included; orders the rows against the
+    /// partition's files (higher is newer).
+    pub max_sequence: u64,
+    /// Sorted by (tags in name order, time), one row per key, of the table's schema.
+    pub batch: RecordBatch,
+}
 
 /// Reads the unpersisted rows of a table. In-process this is the ingester's buffer; in
 /// distributed mode it will be a remote ingester.
 pub trait BufferReader: Send + Sync + std::fmt::Debug {
     /// Deduplicated rows of `table` whose partitions may overlap `[min_time_ns, max_time_ns]`,
-    /// each batch conformed to `schema`.
+    /// one batch per partition, conformed to `schema`.
     fn read_table(
         &self,
         database: &str,
@@ -55,7 +75,7 @@ pub trait BufferReader: Send + Sync + std::fmt::Debug {
         schema: &SchemaRef,
         min_time_ns: i64,
         max_time_ns: i64,
-    ) -> Result<Vec<RecordBatch>, ArrowError>;
+    ) -> Result<Vec<BufferedPartition>, ArrowError>;
 }
 
 /// How the querier is set up.
@@ -63,12 +83,16 @@ pub trait BufferReader: Send + Sync + std::fmt::Debug {
 pub struct QuerierConfig {
     /// Bytes all running queries may hold in operators (sorts, joins, aggregates); default 1 GiB.
     pub query_mem_limit_bytes: usize,
+    /// Bytes of decoded Parquet metadata (footers, page indexes) kept between queries;
+    /// default 64 MiB.
+    pub parquet_cache_bytes: usize,
 }
 
 impl Default for QuerierConfig {
     fn default() -> Self {
         Self {
             query_mem_limit_bytes: DEFAULT_QUERY_MEM_LIMIT_BYTES,
+            parquet_cache_bytes: DEFAULT_PARQUET_CACHE_BYTES,
         }
     }
 }
@@ -133,27 +157,34 @@ pub enum ParamValue {
 pub struct Querier {
     catalog: Arc<dyn Catalog>,
     buffer: Arc<dyn BufferReader>,
+    store_url: ObjectStoreUrl,
     runtime: Arc<RuntimeEnv>,
     config: QuerierConfig,
     queries: Arc<system::QueryLog>,
 }
 
 impl Querier {
+    /// A querier over the catalog's tables: rows from `buffer`, Parquet files from `store`.
     pub fn new(
         config: QuerierConfig,
         catalog: Arc<dyn Catalog>,
         buffer: Arc<dyn BufferReader>,
+        store: Arc<dyn ObjectStore>,
     ) -> Result<Self, QueryError> {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(config.query_mem_limit_bytes, 1.0)
             .with_disk_manager_builder(
                 DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled),
             )
+            .with_metadata_cache_limit(config.parquet_cache_bytes)
             .build_arc()
             .map_err(QueryError::Internal)?;
+        let store_url = ObjectStoreUrl::parse(OBJECT_STORE_URL).map_err(QueryError::Internal)?;
+        runtime.register_object_store(store_url.as_ref(), store);
         Ok(Self {
             catalog,
             buffer,
+            store_url,
             runtime,
             config,
             queries: Arc::default(),
@@ -180,7 +211,14 @@ impl Querier {
             );
         let ctx = SessionContext::new_with_config_rt(config, Arc::clone(&self.runtime));
         let sql_catalog = MemoryCatalogProvider::new();
-        let schema = DatabaseSchemaProvider::new(Arc::clone(db), Arc::clone(&self.buffer));
+        let schema = DatabaseSchemaProvider::new(
+            Arc::clone(db),
+            TableSources {
+                buffer: Arc::clone(&self.buffer),
+                catalog: Arc::clone(&self.catalog),
+                store_url: self.store_url.clone(),
+            },
+        );
         datafusion::catalog::CatalogProvider::register_schema(
             &sql_catalog,
             SQL_SCHEMA,
@@ -190,7 +228,11 @@ impl Querier {
         datafusion::catalog::CatalogProvider::register_schema(
             &sql_catalog,
             SYSTEM_SCHEMA,
-            Arc::new(system::SystemSchemaProvider::new(Arc::clone(&self.queries))),
+            Arc::new(system::SystemSchemaProvider::new(
+                Arc::clone(&self.queries),
+                Arc::clone(&snapshot),
+                Arc::clone(db),
+            )),
         )
         .map_err(QueryError::Internal)?;
         ctx.register_catalog(SQL_CATALOG, Arc::new(sql_catalog));

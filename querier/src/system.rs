@@ -1,7 +1,8 @@
 //! The `system` schema: tables about the server itself.
 //!
 //! `system.queries` lists the most recent queries (running ones included) with their
-//! duration, row count and outcome, newest last, as InfluxDB 3 does.
+//! duration, row count and outcome, newest last, as InfluxDB 3 does. `system.parquet_files`
+//! lists the persisted files of the session's database, as of the session's catalog snapshot.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -9,11 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arrow::array::{
-    ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray, TimestampNanosecondArray,
-    UInt64Array,
+    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampNanosecondArray, UInt64Array,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
+use catalog::{CatalogSnapshot, DatabaseSchema, partition_date};
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
@@ -163,39 +165,138 @@ impl QueryLog {
     }
 }
 
+/// `system.parquet_files`: one row per recorded file of the database's tables.
+fn parquet_files_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("partition", DataType::Utf8, false),
+        Field::new("path", DataType::Utf8, false),
+        Field::new("size_bytes", DataType::Int64, false),
+        Field::new("row_count", DataType::Int64, false),
+        Field::new(
+            "min_time",
+            DataType::Timestamp(TimeUnit::Nanosecond, None),
+            false,
+        ),
+        Field::new(
+            "max_time",
+            DataType::Timestamp(TimeUnit::Nanosecond, None),
+            false,
+        ),
+        Field::new("level", DataType::Int64, false),
+    ]))
+}
+
+fn parquet_files_batch(
+    snapshot: &CatalogSnapshot,
+    database: &DatabaseSchema,
+) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let files: Vec<(&str, &catalog::NewParquetFile)> = database
+        .tables
+        .values()
+        .flat_map(|t| {
+            snapshot
+                .table_files(t.id)
+                .iter()
+                .map(move |f| (t.name.as_ref(), &f.file))
+        })
+        .collect();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(files.iter().map(|(t, _)| Some(*t)).collect::<StringArray>()),
+        Arc::new(
+            files
+                .iter()
+                .map(|(_, f)| Some(partition_date(f.partition_day)))
+                .collect::<StringArray>(),
+        ),
+        Arc::new(
+            files
+                .iter()
+                .map(|(_, f)| Some(f.path.as_str()))
+                .collect::<StringArray>(),
+        ),
+        Arc::new(
+            files
+                .iter()
+                .map(|(_, f)| f.size_bytes as i64)
+                .collect::<Int64Array>(),
+        ),
+        Arc::new(
+            files
+                .iter()
+                .map(|(_, f)| f.row_count as i64)
+                .collect::<Int64Array>(),
+        ),
+        Arc::new(
+            files
+                .iter()
+                .map(|(_, f)| Some(f.min_time_ns))
+                .collect::<TimestampNanosecondArray>(),
+        ),
+        Arc::new(
+            files
+                .iter()
+                .map(|(_, f)| Some(f.max_time_ns))
+                .collect::<TimestampNanosecondArray>(),
+        ),
+        Arc::new(
+            files
+                .iter()
+                .map(|(_, f)| i64::from(f.level))
+                .collect::<Int64Array>(),
+        ),
+    ];
+    RecordBatch::try_new(parquet_files_schema(), columns)
+}
+
 /// The `system` schema of a session.
 #[derive(Debug)]
 pub(crate) struct SystemSchemaProvider {
     queries: Arc<QueryLog>,
+    snapshot: Arc<CatalogSnapshot>,
+    database: Arc<DatabaseSchema>,
 }
 
 impl SystemSchemaProvider {
-    pub(crate) fn new(queries: Arc<QueryLog>) -> Self {
-        Self { queries }
+    pub(crate) fn new(
+        queries: Arc<QueryLog>,
+        snapshot: Arc<CatalogSnapshot>,
+        database: Arc<DatabaseSchema>,
+    ) -> Self {
+        Self {
+            queries,
+            snapshot,
+            database,
+        }
     }
 }
 
 const QUERIES: &str = "queries";
+const PARQUET_FILES: &str = "parquet_files";
 
 #[async_trait]
 impl SchemaProvider for SystemSchemaProvider {
     fn table_names(&self) -> Vec<String> {
-        vec![QUERIES.to_owned()]
+        vec![PARQUET_FILES.to_owned(), QUERIES.to_owned()]
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
-        if name != QUERIES {
-            return Ok(None);
-        }
-        let batch = self.queries.batch()?;
+        let (schema, batch) = match name {
+            QUERIES => (QueryLog::schema(), self.queries.batch()?),
+            PARQUET_FILES => (
+                parquet_files_schema(),
+                parquet_files_batch(&self.snapshot, &self.database)?,
+            ),
+            _ => return Ok(None),
+        };
         Ok(Some(Arc::new(MemTable::try_new(
-            QueryLog::schema(),
+            schema,
             vec![vec![batch]],
         )?)))
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        name == QUERIES
+        matches!(name, QUERIES | PARQUET_FILES)
     }
 }
 

@@ -1,32 +1,72 @@
-//! SQL tables over a database: one [`BufferTable`] per table of the catalog snapshot.
+//! SQL tables over a database: one [`Table`] per table of the catalog snapshot, reading the
+//! buffer and the persisted Parquet files as one.
+//!
+//! ```text
+//! scan --> buffer partitions (read first) + files from a fresh catalog snapshot (read second)
+//!      --> per partition day: sources whose time ranges overlap form a dedup group
+//!      --> UnionExec[ Parquet scan of files that overlap nothing (all filters pushed down),
+//!                     buffer partitions that overlap nothing,
+//!                     DeduplicateExec(sorted union of one group) -> projection, ... ]
+//! ```
+//!
+//! Files are deduplicated when written and a buffer partition is deduplicated when read, so a
+//! source that overlaps no other needs no dedup. The buffer is read before the catalog: a
+//! persist that finishes in between then shows its rows twice (in the buffer and in the new
+//! file, which overlap and are deduplicated), never zero times.
 
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::array::{ArrayRef, AsArray, Int64Array, RecordBatch};
+use arrow::compute::{max, min};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampNanosecondType};
 use async_trait::async_trait;
-use catalog::{DatabaseSchema, TIME_COLUMN, TableSchema};
+use catalog::{Catalog, ColumnType, DatabaseSchema, ParquetFile, TIME_COLUMN, TableSchema};
+use datafusion::arrow::compute::SortOptions;
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use datafusion::common::DFSchema;
+use datafusion::config::TableParquetOptions;
 use datafusion::datasource::TableType;
+use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::table_schema::TableSchema as ScanSchema;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_expr::expressions::col;
+use datafusion::physical_expr::{LexOrdering, PhysicalExpr, PhysicalSortExpr};
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::union::UnionExec;
 use datafusion::scalar::ScalarValue;
+use object_store::path::Path;
 
-use crate::BufferReader;
+use crate::dedup::{CHUNK_ORDER, DeduplicateExec};
+use crate::{BufferReader, BufferedPartition};
+
+/// Where the querier finds what a table's scan needs.
+#[derive(Debug, Clone)]
+pub(crate) struct TableSources {
+    pub(crate) buffer: Arc<dyn BufferReader>,
+    pub(crate) catalog: Arc<dyn Catalog>,
+    /// The object store's URL in the session's runtime.
+    pub(crate) store_url: ObjectStoreUrl,
+}
 
 /// The tables of one database, as of the catalog snapshot the session was made from.
 #[derive(Debug)]
 pub(crate) struct DatabaseSchemaProvider {
     database: Arc<DatabaseSchema>,
-    buffer: Arc<dyn BufferReader>,
+    sources: TableSources,
 }
 
 impl DatabaseSchemaProvider {
-    pub(crate) fn new(database: Arc<DatabaseSchema>, buffer: Arc<dyn BufferReader>) -> Self {
-        Self { database, buffer }
+    pub(crate) fn new(database: Arc<DatabaseSchema>, sources: TableSources) -> Self {
+        Self { database, sources }
     }
 }
 
@@ -38,11 +78,11 @@ impl SchemaProvider for DatabaseSchemaProvider {
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
         Ok(self.database.table(name).map(|table| {
-            Arc::new(BufferTable {
+            Arc::new(Table {
                 database: Arc::clone(&self.database.name),
                 schema: table.arrow_schema(),
                 table: Arc::clone(table),
-                buffer: Arc::clone(&self.buffer),
+                sources: self.sources.clone(),
             }) as Arc<dyn TableProvider>
         }))
     }
@@ -52,25 +92,48 @@ impl SchemaProvider for DatabaseSchemaProvider {
     }
 }
 
-/// A table's unpersisted rows.
-struct BufferTable {
+/// A table: its buffered rows and its Parquet files.
+struct Table {
     database: Arc<str>,
     table: Arc<TableSchema>,
     schema: SchemaRef,
-    buffer: Arc<dyn BufferReader>,
+    sources: TableSources,
 }
 
-impl fmt::Debug for BufferTable {
+impl fmt::Debug for Table {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BufferTable")
+        f.debug_struct("Table")
             .field("database", &self.database)
             .field("table", &self.table.name)
             .finish()
     }
 }
 
+/// One source of rows of a partition day.
+enum Source {
+    File(ParquetFile),
+    Buffer(BufferedPartition),
+}
+
+impl Source {
+    /// Inclusive time range and order (higher is newer).
+    fn range(&self) -> (i64, i64) {
+        match self {
+            Self::File(f) => (f.file.min_time_ns, f.file.max_time_ns),
+            Self::Buffer(b) => buffer_time_range(&b.batch),
+        }
+    }
+
+    fn order(&self) -> u64 {
+        match self {
+            Self::File(f) => f.file.max_sequence,
+            Self::Buffer(b) => b.max_sequence,
+        }
+    }
+}
+
 #[async_trait]
-impl TableProvider for BufferTable {
+impl TableProvider for Table {
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
     }
@@ -83,7 +146,8 @@ impl TableProvider for BufferTable {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        // Time bounds prune partitions; DataFusion still applies every filter to the rows.
+        // Filters prune partitions, files, row groups and pages; DataFusion still applies
+        // every filter to the rows.
         Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
 
@@ -94,51 +158,370 @@ impl TableProvider for BufferTable {
         filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let (min, max) = time_bounds(filters);
-        if min > max {
+        let projected = match projection {
+            Some(p) => Arc::new(self.schema.project(p)?),
+            None => Arc::clone(&self.schema),
+        };
+        let (min_time, max_time) = time_bounds(filters);
+        if min_time > max_time {
             // Contradictory time filters: nothing can match.
             return Ok(MemorySourceConfig::try_new_exec(
                 &[vec![]],
-                Arc::clone(&self.schema),
-                projection.cloned(),
+                projected,
+                None,
             )?);
         }
-        // Reading may deduplicate a partition: CPU work that must not stall an I/O worker.
+        // The buffer first, then the catalog (see the module docs).
+        let buffered = self.read_buffer(min_time, max_time).await?;
+        let snapshot = self.sources.catalog.snapshot();
+        let files = snapshot
+            .table_files(self.table.id)
+            .iter()
+            .filter(|f| f.file.max_time_ns >= min_time && f.file.min_time_ns <= max_time)
+            .cloned();
+
+        let mut by_day: std::collections::BTreeMap<i64, Vec<Source>> = Default::default();
+        for f in files {
+            by_day
+                .entry(f.file.partition_day)
+                .or_default()
+                .push(Source::File(f));
+        }
+        for b in buffered {
+            by_day.entry(b.day).or_default().push(Source::Buffer(b));
+        }
+        let mut plain_files = Vec::new();
+        let mut plain_buffer = Vec::new();
+        let mut dedup_groups = Vec::new();
+        for sources in by_day.into_values() {
+            for mut group in overlap_groups(sources) {
+                if group.len() > 1 {
+                    dedup_groups.push(group);
+                    continue;
+                }
+                match group.pop().expect("groups are not empty") {
+                    Source::File(f) => plain_files.push(f),
+                    Source::Buffer(b) => plain_buffer.push(b.batch),
+                }
+            }
+        }
+
+        let mut arms: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        if !plain_files.is_empty() {
+            arms.push(self.plain_parquet(state, plain_files, projection, filters)?);
+        }
+        if !plain_buffer.is_empty() {
+            arms.push(spread_buffer(
+                state,
+                plain_buffer,
+                &self.schema,
+                projection,
+            )?);
+        }
+        for group in dedup_groups {
+            arms.push(self.deduplicated(state, group, projection, filters)?);
+        }
+        if arms.is_empty() {
+            return Ok(MemorySourceConfig::try_new_exec(
+                &[vec![]],
+                projected,
+                None,
+            )?);
+        }
+        UnionExec::try_new(arms)
+    }
+}
+
+impl Table {
+    /// The buffer's partitions that may overlap the time range. Reading may deduplicate a
+    /// partition: CPU work that must not stall an I/O worker.
+    async fn read_buffer(&self, min_time: i64, max_time: i64) -> Result<Vec<BufferedPartition>> {
         let (buffer, database, table, schema) = (
-            Arc::clone(&self.buffer),
+            Arc::clone(&self.sources.buffer),
             Arc::clone(&self.database),
             Arc::clone(&self.table.name),
             Arc::clone(&self.schema),
         );
-        let batches = tokio::task::spawn_blocking(move || {
-            buffer.read_table(&database, &table, &schema, min, max)
+        tokio::task::spawn_blocking(move || {
+            buffer.read_table(&database, &table, &schema, min_time, max_time)
         })
         .await
         .map_err(|e| DataFusionError::External(Box::new(e)))?
-        .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        // Spread the rows over as many partitions as the session runs in parallel, in slices of
-        // one batch size: then DataFusion needs no repartitioning, whose buffers would count
-        // against the query memory pool.
+        .map_err(|e| DataFusionError::External(Box::new(e)))
+    }
+
+    /// Primary key: tags in name order, then time (the order files and buffer are sorted in).
+    fn key_columns(&self) -> Vec<usize> {
+        let mut key: Vec<usize> = self
+            .table
+            .columns
+            .values()
+            .enumerate()
+            .filter(|(_, t)| **t == ColumnType::Tag)
+            .map(|(i, _)| i)
+            .collect();
+        key.extend(self.schema.index_of(TIME_COLUMN).ok());
+        key
+    }
+
+    fn parquet_source(
+        &self,
+        state: &dyn Session,
+        scan_schema: ScanSchema,
+        predicate: Option<Expr>,
+    ) -> Result<ParquetSource> {
+        let runtime = state.runtime_env();
+        let store = runtime.object_store(&self.sources.store_url)?;
+        let options = TableParquetOptions {
+            global: state.config_options().execution.parquet.clone(),
+            ..Default::default()
+        };
+        let mut source = ParquetSource::new(scan_schema)
+            .with_table_parquet_options(options)
+            .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(
+                store,
+                runtime.cache_manager.get_file_metadata_cache(),
+            )));
+        if let Some(predicate) = predicate {
+            let df_schema = DFSchema::try_from(Arc::clone(&self.schema))?;
+            source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
+        }
+        Ok(source)
+    }
+
+    /// Files that overlap no other source: one scan, every filter used for pruning.
+    fn plain_parquet(
+        &self,
+        state: &dyn Session,
+        files: Vec<ParquetFile>,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let source = self.parquet_source(
+            state,
+            ScanSchema::from(Arc::clone(&self.schema)),
+            conjunction(filters.iter().cloned()),
+        )?;
         let partitions = state.config().target_partitions().max(1);
-        let batch_size = state.config().batch_size().max(1);
-        let mut spread: Vec<Vec<RecordBatch>> = vec![Vec::new(); partitions];
-        let mut next = 0;
-        for batch in batches {
-            let mut offset = 0;
-            while offset < batch.num_rows() {
-                let len = batch_size.min(batch.num_rows() - offset);
-                spread[next % partitions].push(batch.slice(offset, len));
-                next += 1;
-                offset += len;
+        let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); partitions];
+        let mut files = files;
+        files.sort_by_key(|f| std::cmp::Reverse(f.file.size_bytes));
+        for f in files {
+            let lightest = groups
+                .iter_mut()
+                .min_by_key(|(bytes, _)| *bytes)
+                .expect("at least one group");
+            lightest.0 += f.file.size_bytes;
+            lightest.1.push(partitioned_file(&f)?);
+        }
+        let groups = groups
+            .into_iter()
+            .filter(|(_, g)| !g.is_empty())
+            .map(|(_, g)| FileGroup::new(g))
+            .collect();
+        let config = FileScanConfigBuilder::new(self.sources.store_url.clone(), Arc::new(source))
+            .with_file_groups(groups)
+            .with_projection_indices(projection.cloned())?
+            .build();
+        Ok(DataSourceExec::from_data_source(config))
+    }
+
+    /// Sources of one partition whose time ranges overlap: merged in key order, one row per
+    /// key, newest fields winning. Only tag and time filters go below the dedup.
+    fn deduplicated(
+        &self,
+        state: &dyn Session,
+        group: Vec<Source>,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let key = self.key_columns();
+        let n = self.schema.fields().len();
+        // Columns the dedup reads: those asked for, the key, and the chunk order last.
+        let mut columns: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..n).collect());
+        columns.extend(&key);
+        columns.sort_unstable();
+        columns.dedup();
+        let mut read = columns.clone();
+        read.push(n);
+        let order_field = Arc::new(Field::new(CHUNK_ORDER, DataType::Int64, false));
+        let mut full_fields: Vec<Arc<Field>> = self.schema.fields().iter().cloned().collect();
+        full_fields.push(Arc::clone(&order_field));
+        let full_schema = Arc::new(Schema::new(full_fields));
+        let ordering = sort_ordering(
+            key.iter()
+                .map(|&i| self.schema.field(i).name().as_str())
+                .chain([CHUNK_ORDER]),
+            &full_schema,
+        )?;
+
+        let key_names: Vec<&str> = key
+            .iter()
+            .map(|&i| self.schema.field(i).name().as_str())
+            .collect();
+        let key_filters = filters
+            .iter()
+            .filter(|f| {
+                f.column_refs()
+                    .iter()
+                    .all(|c| key_names.contains(&c.name.as_str()))
+            })
+            .cloned();
+        let predicate = conjunction(key_filters);
+
+        let mut files = Vec::new();
+        let mut buffers = Vec::new();
+        for source in group {
+            let order = source.order() as i64;
+            match source {
+                Source::File(f) => files.push(
+                    partitioned_file(&f)?
+                        .with_partition_values(vec![ScalarValue::Int64(Some(order))]),
+                ),
+                Source::Buffer(b) => {
+                    let mut columns: Vec<ArrayRef> = b.batch.columns().to_vec();
+                    columns.push(Arc::new(Int64Array::from_value(order, b.batch.num_rows())));
+                    buffers.push(RecordBatch::try_new(Arc::clone(&full_schema), columns)?);
+                }
             }
         }
-        let exec: Arc<dyn ExecutionPlan> = MemorySourceConfig::try_new_exec(
-            &spread,
-            Arc::clone(&self.schema),
-            projection.cloned(),
-        )?;
-        Ok(exec)
+        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        if !files.is_empty() {
+            let source = self.parquet_source(
+                state,
+                ScanSchema::builder(Arc::clone(&self.schema))
+                    .with_table_partition_cols(vec![Arc::clone(&order_field)])
+                    .build(),
+                predicate,
+            )?;
+            // One file per group: each is sorted, and DataFusion keeps a declared order only
+            // for groups it can prove sorted.
+            let groups = files.into_iter().map(|f| FileGroup::new(vec![f])).collect();
+            let config =
+                FileScanConfigBuilder::new(self.sources.store_url.clone(), Arc::new(source))
+                    .with_file_groups(groups)
+                    .with_output_ordering(vec![ordering.clone()])
+                    .with_projection_indices(Some(read.clone()))?
+                    .build();
+            inputs.push(DataSourceExec::from_data_source(config));
+        }
+        for batch in buffers {
+            let memory = MemorySourceConfig::try_new(
+                &[vec![batch]],
+                Arc::clone(&full_schema),
+                Some(read.clone()),
+            )?
+            .try_with_sort_information(vec![ordering.clone()])?;
+            inputs.push(DataSourceExec::from_data_source(memory));
+        }
+        let union = UnionExec::try_new(inputs)?;
+        let read_schema = union.schema();
+        let dedup_ordering =
+            sort_ordering(key_names.iter().copied().chain([CHUNK_ORDER]), &read_schema)?;
+        let dedup_keys = key_names
+            .iter()
+            .map(|name| read_schema.index_of(name))
+            .collect::<Result<Vec<_>, _>>()?;
+        let dedup = Arc::new(DeduplicateExec::new(union, dedup_ordering, dedup_keys));
+        let wanted: Vec<usize> = projection.cloned().unwrap_or_else(|| (0..n).collect());
+        let exprs = wanted
+            .iter()
+            .map(|&i| {
+                let name = self.schema.field(i).name();
+                Ok((col(name, &read_schema)?, name.clone()))
+            })
+            .collect::<Result<Vec<(Arc<dyn PhysicalExpr>, String)>>>()?;
+        Ok(Arc::new(ProjectionExec::try_new(exprs, dedup)?))
     }
+}
+
+/// The object of a recorded file, with its exact size (the metadata cache checks it).
+fn partitioned_file(f: &ParquetFile) -> Result<PartitionedFile> {
+    // The recorded path is already encoded: parse it rather than encode it again.
+    let location = Path::parse(&f.file.path).map_err(|e| DataFusionError::External(Box::new(e)))?;
+    let mut file = PartitionedFile::new(String::new(), f.file.size_bytes);
+    file.object_meta.location = location;
+    Ok(file)
+}
+
+fn sort_ordering<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+    schema: &Schema,
+) -> Result<LexOrdering> {
+    let exprs = names
+        .into_iter()
+        .map(|name| {
+            Ok(PhysicalSortExpr::new(
+                col(name, schema)?,
+                SortOptions::default(),
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    LexOrdering::new(exprs).ok_or_else(|| DataFusionError::Internal("empty sort key".into()))
+}
+
+/// Groups a partition's sources into sets whose time ranges overlap (transitively); within a
+/// set, sources are in order, oldest first.
+fn overlap_groups(mut sources: Vec<Source>) -> Vec<Vec<Source>> {
+    let mut ranged: Vec<((i64, i64), Source)> = sources.drain(..).map(|s| (s.range(), s)).collect();
+    ranged.sort_by_key(|(range, _)| *range);
+    let mut groups: Vec<(i64, Vec<Source>)> = Vec::new();
+    for ((lo, hi), source) in ranged {
+        match groups.last_mut() {
+            Some((end, group)) if lo <= *end => {
+                *end = (*end).max(hi);
+                group.push(source);
+            }
+            _ => groups.push((hi, vec![source])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(_, mut g)| {
+            g.sort_by_key(Source::order);
+            g
+        })
+        .collect()
+}
+
+/// The time range of a buffered partition's rows.
+fn buffer_time_range(batch: &RecordBatch) -> (i64, i64) {
+    let time = batch
+        .column_by_name(TIME_COLUMN)
+        .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>());
+    match time {
+        Some(t) => (min(t).unwrap_or(i64::MAX), max(t).unwrap_or(i64::MIN)),
+        None => (i64::MIN, i64::MAX),
+    }
+}
+
+/// Buffered partitions that overlap nothing, spread over as many partitions as the session
+/// runs in parallel, in slices of one batch size: then DataFusion needs no repartitioning,
+/// whose buffers would count against the query memory pool.
+fn spread_buffer(
+    state: &dyn Session,
+    batches: Vec<RecordBatch>,
+    schema: &SchemaRef,
+    projection: Option<&Vec<usize>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let partitions = state.config().target_partitions().max(1);
+    let batch_size = state.config().batch_size().max(1);
+    let mut spread: Vec<Vec<RecordBatch>> = vec![Vec::new(); partitions];
+    let mut next = 0;
+    for batch in batches {
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let len = batch_size.min(batch.num_rows() - offset);
+            spread[next % partitions].push(batch.slice(offset, len));
+            next += 1;
+            offset += len;
+        }
+    }
+    Ok(MemorySourceConfig::try_new_exec(
+        &spread,
+        Arc::clone(schema),
+        projection.cloned(),
+    )?)
 }
 
 /// The `[min, max]` nanosecond range the conjunction of `filters` allows for `time`.

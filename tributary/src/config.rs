@@ -2,8 +2,9 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 /// Default for `--max-http-request-size`.
 pub(crate) const DEFAULT_MAX_HTTP_REQUEST_SIZE: &str = "10MiB";
@@ -11,6 +12,21 @@ pub(crate) const DEFAULT_MAX_HTTP_REQUEST_SIZE: &str = "10MiB";
 pub(crate) const DEFAULT_BUFFER_MEM_LIMIT: &str = "1GiB";
 /// Default for `--query-mem-limit`.
 pub(crate) const DEFAULT_QUERY_MEM_LIMIT: &str = "1GiB";
+/// Default for `--persist-interval`.
+pub(crate) const DEFAULT_PERSIST_INTERVAL: &str = "10s";
+/// Default for `--parquet-cache-size`.
+pub(crate) const DEFAULT_PARQUET_CACHE_SIZE: &str = "512MiB";
+
+/// Where persisted Parquet files are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ObjectStoreKind {
+    /// Files under `<data-dir>/objects`.
+    File,
+    /// In memory: persisted data is lost when the process exits (tests, benchmarks).
+    Memory,
+    /// An S3-compatible store (AWS S3, MinIO, Ceph...): see `--bucket` and the `--aws-*` flags.
+    S3,
+}
 
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ServeConfig {
@@ -50,6 +66,54 @@ pub(crate) struct ServeConfig {
     /// Columns allowed in one table, `time` included.
     #[arg(long, env = "TRIBUTARY_MAX_COLUMNS_PER_TABLE", default_value_t = catalog::DEFAULT_MAX_COLUMNS_PER_TABLE)]
     pub(crate) max_columns_per_table: usize,
+
+    /// A partition (table, UTC day) is persisted to Parquet once its oldest buffered rows are
+    /// this old, e.g. `10s`, `1m`.
+    #[arg(long, env = "TRIBUTARY_PERSIST_INTERVAL", default_value = DEFAULT_PERSIST_INTERVAL, value_parser = humantime::parse_duration)]
+    pub(crate) persist_interval: Duration,
+
+    /// Object store for Parquet files.
+    #[arg(
+        long,
+        env = "TRIBUTARY_OBJECT_STORE",
+        value_enum,
+        default_value = "file"
+    )]
+    pub(crate) object_store: ObjectStoreKind,
+
+    /// Bucket for `--object-store s3`.
+    #[arg(long, env = "TRIBUTARY_BUCKET")]
+    pub(crate) bucket: Option<String>,
+
+    /// S3 endpoint URL, for S3-compatible servers (e.g. `http://127.0.0.1:9000` for MinIO);
+    /// requests are path-style (`<endpoint>/<bucket>/<key>`).
+    #[arg(long, env = "AWS_ENDPOINT")]
+    pub(crate) aws_endpoint: Option<String>,
+
+    /// S3 region.
+    #[arg(long, env = "AWS_DEFAULT_REGION", default_value = "us-east-1")]
+    pub(crate) aws_default_region: String,
+
+    /// S3 access key id.
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
+    pub(crate) aws_access_key_id: Option<String>,
+
+    /// S3 secret access key.
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub(crate) aws_secret_access_key: Option<String>,
+
+    /// S3 session token, for temporary credentials.
+    #[arg(long, env = "AWS_SESSION_TOKEN", hide_env_values = true)]
+    pub(crate) aws_session_token: Option<String>,
+
+    /// Allow a plain-HTTP `--aws-endpoint`.
+    #[arg(long, env = "AWS_ALLOW_HTTP")]
+    pub(crate) aws_allow_http: bool,
+
+    /// Memory for cached Parquet data (file metadata and recently read or written files).
+    /// 0 turns the cache off.
+    #[arg(long, env = "TRIBUTARY_PARQUET_CACHE_SIZE", default_value = DEFAULT_PARQUET_CACHE_SIZE, value_parser = parse_size)]
+    pub(crate) parquet_cache_size: u64,
 
     /// Log filter in `tracing` syntax, e.g. `info` or `info,ingester=debug`.
     #[arg(long, env = "TRIBUTARY_LOG_FILTER", default_value = "info")]
@@ -109,6 +173,24 @@ impl ServeConfig {
         }
         if self.max_columns_per_table < 2 {
             return Err("--max-columns-per-table (TRIBUTARY_MAX_COLUMNS_PER_TABLE) must be at least 2: `time` and one field".into());
+        }
+        if self.persist_interval.is_zero() {
+            return Err(
+                "--persist-interval (TRIBUTARY_PERSIST_INTERVAL) must be longer than 0s".into(),
+            );
+        }
+        if self.object_store == ObjectStoreKind::S3 && self.bucket.is_none() {
+            return Err(
+                "--object-store s3 needs --bucket (TRIBUTARY_BUCKET): the bucket must exist".into(),
+            );
+        }
+        if let Some(endpoint) = &self.aws_endpoint
+            && endpoint.starts_with("http://")
+            && !self.aws_allow_http
+        {
+            return Err(format!(
+                "--aws-endpoint (AWS_ENDPOINT) `{endpoint}` is plain HTTP: add --aws-allow-http (AWS_ALLOW_HTTP=true) to allow it"
+            ));
         }
         if let Some(c) = &self.catalog
             && !c.starts_with("sqlite:")

@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run every role in one process: HTTP write and query API on one port.
-    Serve(config::ServeConfig),
+    Serve(Box<config::ServeConfig>),
     /// Load generators that measure a running server.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -34,7 +34,7 @@ enum BenchCommand {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(config) => serve::main(config),
+        Command::Serve(config) => serve::main(*config),
         Command::Bench(BenchCommand::Write(config)) => match bench::main(config) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {

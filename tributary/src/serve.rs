@@ -3,16 +3,15 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use catalog::{Catalog, CatalogLimits, SqliteCatalog};
-use ingester::{Ingester, IngesterConfig};
+use ingester::{Ingester, IngesterConfig, ObjectStorage};
 use prometheus_client::registry::Registry;
-use querier::{BufferReader, Querier, QuerierConfig};
+use querier::{BufferReader, BufferedPartition, Querier, QuerierConfig};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::ServeConfig;
+use crate::config::{ObjectStoreKind, ServeConfig};
 use crate::http::{AppState, router};
 
 /// The querier's view of the in-process ingester's buffer.
@@ -27,10 +26,58 @@ impl BufferReader for LocalBuffer {
         schema: &SchemaRef,
         min_time_ns: i64,
         max_time_ns: i64,
-    ) -> Result<Vec<RecordBatch>, ArrowError> {
-        self.0
-            .read_table(database, table, schema, min_time_ns, max_time_ns)
+    ) -> Result<Vec<BufferedPartition>, ArrowError> {
+        Ok(self
+            .0
+            .read_table(database, table, schema, min_time_ns, max_time_ns)?
+            .into_iter()
+            .map(|p| BufferedPartition {
+                day: p.day,
+                max_sequence: p.max_sequence,
+                batch: p.batch,
+            })
+            .collect())
     }
+}
+
+/// The object store `--object-store` and its flags describe.
+fn object_storage(config: &ServeConfig) -> anyhow::Result<ObjectStorage> {
+    use anyhow::Context;
+    Ok(match config.object_store {
+        ObjectStoreKind::File => {
+            let dir = config.data_dir.join("objects");
+            ObjectStorage::local(dir.clone())
+                .with_context(|| format!("cannot open the object store in {}", dir.display()))?
+        }
+        ObjectStoreKind::Memory => {
+            tracing::warn!("--object-store memory: persisted data is lost when the process exits");
+            ObjectStorage::remote(Arc::new(object_store::memory::InMemory::new()))
+        }
+        ObjectStoreKind::S3 => {
+            let bucket = config.bucket.as_deref().unwrap_or_default();
+            let mut builder = object_store::aws::AmazonS3Builder::new()
+                .with_bucket_name(bucket)
+                .with_region(&config.aws_default_region)
+                .with_allow_http(config.aws_allow_http)
+                .with_virtual_hosted_style_request(false);
+            if let Some(endpoint) = &config.aws_endpoint {
+                builder = builder.with_endpoint(endpoint);
+            }
+            if let Some(key) = &config.aws_access_key_id {
+                builder = builder.with_access_key_id(key);
+            }
+            if let Some(secret) = &config.aws_secret_access_key {
+                builder = builder.with_secret_access_key(secret);
+            }
+            if let Some(token) = &config.aws_session_token {
+                builder = builder.with_token(token);
+            }
+            let store = builder.build().with_context(|| {
+                format!("cannot set up the S3 object store for --bucket {bucket}")
+            })?;
+            ObjectStorage::remote(Arc::new(store))
+        }
+    })
 }
 
 pub(crate) fn main(config: ServeConfig) -> ExitCode {
@@ -108,22 +155,32 @@ async fn run(config: ServeConfig) -> anyhow::Result<()> {
             .with_context(|| format!("cannot open the catalog at {}", catalog_path.display()))?,
     );
 
+    // An eighth of --parquet-cache-size for decoded metadata (footers, page indexes), the rest
+    // for whole files.
+    let metadata_cache_bytes = config.parquet_cache_size / 8;
+    let storage =
+        object_storage(&config)?.with_read_cache(config.parquet_cache_size - metadata_cache_bytes);
     let mut registry = Registry::default();
     let ingester_config = IngesterConfig {
         wal_dir: config.data_dir.join("wal"),
         buffer_mem_limit_bytes: config.buffer_mem_limit as usize,
+        persist_interval: config.persist_interval,
     };
     let ingester = {
         let catalog = Arc::clone(&catalog);
         let registry = &mut registry;
-        tokio::task::block_in_place(|| Ingester::new(ingester_config, catalog, registry))?
+        let storage = storage.clone();
+        tokio::task::block_in_place(|| Ingester::new(ingester_config, catalog, storage, registry))?
     };
+    ingester.start_persister();
     let querier = Querier::new(
         QuerierConfig {
             query_mem_limit_bytes: config.query_mem_limit as usize,
+            parquet_cache_bytes: metadata_cache_bytes as usize,
         },
         Arc::clone(&catalog),
         Arc::new(LocalBuffer(ingester.clone())),
+        storage.store(),
     )?;
 
     let listener = tokio::net::TcpListener::bind(config.http_bind)
@@ -145,8 +202,12 @@ async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .await
         .context("HTTP server failed")?;
 
-    tracing::info!("in-flight requests finished; closing the write-ahead log");
-    tokio::task::block_in_place(|| ingester.shutdown())
+    tracing::info!(
+        "in-flight requests finished; persisting the buffer and closing the write-ahead log"
+    );
+    ingester
+        .shutdown()
+        .await
         .context("cannot close the write-ahead log")?;
     tracing::info!("stopped");
     drop(lock_file);

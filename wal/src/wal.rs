@@ -36,6 +36,10 @@ pub struct WalConfig {
     /// Appends queued or being written at once; further appends wait. 0 counts as 1.
     /// Default 1024 entries.
     pub queue_capacity: usize,
+    /// New entries are numbered above this even if the segments say less: the caller's
+    /// records (persisted files, deleted databases) may refer to sequence numbers whose
+    /// segments were truncated or lost (entries appended without sync). Default 0.
+    pub sequence_floor: u64,
 }
 
 impl Default for WalConfig {
@@ -44,6 +48,7 @@ impl Default for WalConfig {
             dir: PathBuf::from(DEFAULT_DIR),
             segment_size_bytes: DEFAULT_SEGMENT_SIZE_BYTES,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            sequence_floor: 0,
         }
     }
 }
@@ -82,6 +87,7 @@ impl Wal {
             dir,
             segment_size_bytes,
             queue_capacity,
+            sequence_floor,
         } = config;
         create_dir(&dir)?;
         let metrics = WalMetrics::register(registry);
@@ -94,7 +100,8 @@ impl Wal {
             replayed
                 .last_seq
                 .map_or(1, |s| s.0 + 1)
-                .max(segments.last().map_or(1, |s| s.first.0)),
+                .max(segments.last().map_or(1, |s| s.first.0))
+                .max(sequence_floor + 1),
         );
 
         let reuse_last = segments.last().filter(|_| {
@@ -441,6 +448,32 @@ mod tests {
         assert_eq!(seqs, [1, 2, 3, 4]);
     }
 
+    #[tokio::test]
+    async fn new_entries_are_numbered_above_the_sequence_floor() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _, _) = open(config(dir.path())).unwrap();
+        wal.append(encode(0), true).await.unwrap();
+        wal.close().unwrap();
+
+        // The caller has records up to 10 (say, a persisted file whose entries were never
+        // synced and are gone): numbering continues above them, and replay accepts the gap.
+        let floored = WalConfig {
+            sequence_floor: 10,
+            ..config(dir.path())
+        };
+        let (wal, _, _) = open(floored.clone()).unwrap();
+        assert_eq!(
+            wal.append(encode(1), true).await.unwrap(),
+            SequenceNumber(11)
+        );
+        wal.close().unwrap();
+        let seqs: Vec<_> = replay_all(floored)
+            .unwrap()
+            .into_iter()
+            .map(|(seq, _)| seq.0)
+            .collect();
+        assert_eq!(seqs, [1, 11]);
+    }
     /// Damages the last entry of the last segment in every way a crash or a bad sector can:
     /// cut at each byte offset from its start to its end, or one byte flipped at each offset.
     #[tokio::test]

@@ -9,11 +9,21 @@
 //! cpu,host=a usage=1 10
 //! ```
 //!
+//! `RESTART` as a statement stops the server gracefully (which persists every buffered row to
+//! Parquet) and starts it again on the same data directory, so the queries after it read
+//! Parquet files, and, after more writes, files and buffer together:
+//!
+//! ```text
+//! statement ok
+//! RESTART
+//! ```
+//!
 //! Query results come back as CSV; an empty field is shown as `NULL`. Regenerate expected
 //! results with `TRIBUTARY_SLT_COMPLETE=1 cargo nextest run -p tributary slt` and review the diff.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -29,12 +39,44 @@ const DB: &str = "slt";
 struct Server {
     child: Child,
     addr: String,
-    _data_dir: tempfile::TempDir,
+    data_dir: tempfile::TempDir,
 }
 
 impl Server {
     fn start() -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
+        let (child, addr) = Self::spawn(data_dir.path());
+        Self {
+            child,
+            addr,
+            data_dir,
+        }
+    }
+
+    /// Stops the server with SIGTERM (it persists its buffer) and starts it again.
+    fn restart(&mut self) -> Result<(), SltError> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .map_err(|e| SltError(format!("cannot run kill: {e}")))?;
+        if !status.success() {
+            return Err(SltError("kill -TERM failed".into()));
+        }
+        let exit = self
+            .child
+            .wait()
+            .map_err(|e| SltError(format!("cannot wait for tributary: {e}")))?;
+        if !exit.success() {
+            return Err(SltError(format!("tributary stopped with {exit}")));
+        }
+        let _ = std::fs::remove_file(self.data_dir.path().join("http-addr"));
+        let (child, addr) = Self::spawn(self.data_dir.path());
+        self.child = child;
+        self.addr = addr;
+        Ok(())
+    }
+
+    fn spawn(data_dir: &Path) -> (Child, String) {
         let child = Command::new(env!("CARGO_BIN_EXE_tributary"))
             .args([
                 "serve",
@@ -44,12 +86,12 @@ impl Server {
                 "warn",
                 "--data-dir",
             ])
-            .arg(data_dir.path())
+            .arg(data_dir)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("tributary starts");
-        let addr_file = data_dir.path().join("http-addr");
+        let addr_file = data_dir.join("http-addr");
         let deadline = Instant::now() + Duration::from_secs(30);
         let addr = loop {
             if let Ok(addr) = std::fs::read_to_string(&addr_file) {
@@ -62,11 +104,7 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(20));
         };
-        Self {
-            child,
-            addr,
-            _data_dir: data_dir,
-        }
+        (child, addr)
     }
 }
 
@@ -83,7 +121,7 @@ struct SltError(String);
 
 /// One client connection's view of the server, as sqllogictest drives it.
 struct HttpDb {
-    addr: String,
+    server: Arc<Mutex<Server>>,
 }
 
 impl HttpDb {
@@ -94,7 +132,8 @@ impl HttpDb {
         body: Bytes,
     ) -> Result<(u16, String), SltError> {
         let err = |e: &dyn std::fmt::Display| SltError(e.to_string());
-        let stream = tokio::net::TcpStream::connect(&self.addr)
+        let addr = self.server.lock().unwrap().addr.clone();
+        let stream = tokio::net::TcpStream::connect(&addr)
             .await
             .map_err(|e| err(&e))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
@@ -104,7 +143,7 @@ impl HttpDb {
         let request = Request::builder()
             .method(method)
             .uri(path_and_query)
-            .header("host", &self.addr)
+            .header("host", &addr)
             .body(Full::new(body))
             .map_err(|e| err(&e))?;
         let response = sender.send_request(request).await.map_err(|e| err(&e))?;
@@ -132,6 +171,13 @@ impl sqllogictest::AsyncDB for HttpDb {
     type ColumnType = DefaultColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SltError> {
+        if sql.trim() == "RESTART" {
+            let server = Arc::clone(&self.server);
+            tokio::task::spawn_blocking(move || server.lock().unwrap().restart())
+                .await
+                .map_err(|e| SltError(e.to_string()))??;
+            return Ok(DBOutput::StatementComplete(0));
+        }
         if let Some(lines) = sql.trim_start().strip_prefix("WRITE LP") {
             let path = format!("/api/v3/write_lp?db={DB}&precision=nanosecond");
             let (status, body) = self
@@ -230,11 +276,11 @@ fn sql_behaviour_matches_the_slt_files() {
     let complete = std::env::var_os("TRIBUTARY_SLT_COMPLETE").is_some();
     let mut failures = Vec::new();
     for file in slt_files() {
-        let server = Server::start();
-        let addr = server.addr.clone();
+        let server = Arc::new(Mutex::new(Server::start()));
+        let shared = Arc::clone(&server);
         let mut runner = sqllogictest::Runner::new(move || {
-            let addr = addr.clone();
-            async move { Ok::<_, SltError>(HttpDb { addr }) }
+            let server = Arc::clone(&shared);
+            async move { Ok::<_, SltError>(HttpDb { server }) }
         });
         let result = runtime.block_on(async {
             if complete {
@@ -258,6 +304,8 @@ fn sql_behaviour_matches_the_slt_files() {
         if let Err(e) = result {
             failures.push(format!("{}:\n{e}", file.display()));
         }
+        // The runner holds clones of the server; the last one kills it.
+        drop(runner);
         drop(server);
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));

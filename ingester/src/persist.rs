@@ -1,0 +1,465 @@
+//! Persistence: buffered partitions become sorted Parquet files on object storage.
+//!
+//! ```text
+//! PersistJob(db, table, day):
+//!   buffer.begin_persist ---> deduplicated head chunk (sorted by tags, time)   [blocking pool]
+//!   encode_partition -------> Parquet bytes                                  [blocking pool]
+//!   object store put -------> <db>/<table>/<YYYY-MM-DD>/<uuid>.parquet (fsynced when local)
+//!   catalog.add_parquet_files  (path, times, rows, size, WAL sequence range: one transaction)
+//!   buffer.finish_persist --> the head chunk is dropped
+//!   wal.truncate_through ---> segments whose entries are all persisted are deleted
+//! ```
+//!
+//! A crash between any two steps loses nothing: until the catalog records the file, the rows
+//! are in the WAL and replay brings them back (an uploaded but unrecorded object is ignored);
+//! after it, replay skips the partition's rows up to the file's highest sequence number
+//! ([`catalog::CatalogSnapshot::persisted_through`]). Queries read the buffer before the
+//! catalog, so between the record and the drop they see the rows twice and deduplicate them.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, AsArray};
+use arrow::compute::{max, min};
+use arrow::datatypes::TimestampNanosecondType;
+use arrow::error::ArrowError;
+use catalog::{NewParquetFile, TIME_COLUMN, partition_date};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+use crate::Ingester;
+use crate::buffer::PartitionKey;
+use crate::parquet_file::encode_partition;
+
+/// Default for `--persist-interval`.
+pub const DEFAULT_PERSIST_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Where persisted files go.
+#[derive(Debug, Clone)]
+pub struct ObjectStorage {
+    store: Arc<dyn ObjectStore>,
+    /// Set for the local file system, whose `put` renames into place without fsync: the
+    /// persist job syncs the file and its directories before recording it.
+    local: Option<(Arc<LocalFileSystem>, PathBuf)>,
+}
+
+impl ObjectStorage {
+    /// Objects as files under `dir` (created if missing).
+    pub fn local(dir: PathBuf) -> Result<Self, object_store::Error> {
+        std::fs::create_dir_all(&dir).map_err(|e| object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(e),
+        })?;
+        let fs = Arc::new(LocalFileSystem::new_with_prefix(&dir)?.with_automatic_cleanup(true));
+        Ok(Self {
+            store: Arc::clone(&fs) as Arc<dyn ObjectStore>,
+            local: Some((fs, dir)),
+        })
+    }
+
+    /// Any other store (memory, S3): its `put` is durable when it returns.
+    pub fn remote(store: Arc<dyn ObjectStore>) -> Self {
+        Self { store, local: None }
+    }
+
+    /// Keeps up to `capacity_bytes` of whole files in memory for readers: files as they are
+    /// persisted, and files as they are first read. 0 keeps none.
+    pub fn with_read_cache(mut self, capacity_bytes: u64) -> Self {
+        if capacity_bytes > 0 {
+            self.store = Arc::new(crate::object_cache::CachedStore::new(
+                self.store,
+                capacity_bytes,
+            ));
+        }
+        self
+    }
+
+    /// The store, for readers.
+    pub fn store(&self) -> Arc<dyn ObjectStore> {
+        Arc::clone(&self.store)
+    }
+
+    /// Uploads `bytes` to `path`, durable when this returns.
+    async fn put_durable(&self, path: &Path, bytes: Vec<u8>) -> Result<(), PersistError> {
+        self.store
+            .put(path, PutPayload::from(bytes))
+            .await
+            .map_err(|source| PersistError::Upload {
+                path: path.to_string(),
+                source,
+            })?;
+        let Some((fs, root)) = &self.local else {
+            return Ok(());
+        };
+        let file = fs
+            .path_to_filesystem(path)
+            .map_err(|source| PersistError::Upload {
+                path: path.to_string(),
+                source,
+            })?;
+        let root = root.clone();
+        tokio::task::spawn_blocking(move || sync_file_and_dirs(&file, &root))
+            .await
+            .map_err(PersistError::Task)?
+            .map_err(|source| PersistError::Sync {
+                path: path.to_string(),
+                source,
+            })
+    }
+}
+
+/// Fsyncs a new file and every directory from its parent up to `root`, so the file and its
+/// name survive a power loss.
+fn sync_file_and_dirs(file: &std::path::Path, root: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::open(file)?.sync_all()?;
+    let mut dir = file.parent();
+    while let Some(d) = dir {
+        std::fs::File::open(d)?.sync_all()?;
+        if d == root {
+            break;
+        }
+        dir = d.parent();
+    }
+    Ok(())
+}
+
+/// Why a persist job failed; its rows stay buffered and a later job retries.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    #[error("cannot prepare the partition's rows")]
+    Arrow(#[source] ArrowError),
+    #[error("cannot encode the Parquet file")]
+    Parquet(#[source] parquet::errors::ParquetError),
+    #[error("cannot upload {path} to the object store")]
+    Upload {
+        path: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("cannot fsync {path} in the local object store")]
+    Sync {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot record the file in the catalog")]
+    Catalog(#[source] catalog::Error),
+    #[error("cannot delete persisted write-ahead log segments")]
+    Wal(#[source] wal::Error),
+    #[error("persist task failed")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+/// Steps of a persist job where a test can make the process abort (`TRIBUTARY_FAILPOINT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failpoint {
+    BeforeUpload,
+    AfterUpload,
+    AfterCatalog,
+    AfterBufferDrop,
+    AfterWalTruncate,
+}
+
+impl Failpoint {
+    fn name(self) -> &'static str {
+        match self {
+            Self::BeforeUpload => "persist-before-upload",
+            Self::AfterUpload => "persist-after-upload",
+            Self::AfterCatalog => "persist-after-catalog",
+            Self::AfterBufferDrop => "persist-after-buffer-drop",
+            Self::AfterWalTruncate => "persist-after-wal-truncate",
+        }
+    }
+
+    /// Aborts the process (no cleanup, like a crash) if `TRIBUTARY_FAILPOINT` names this step.
+    fn check(self) {
+        static ARMED: OnceLock<Option<String>> = OnceLock::new();
+        let armed = ARMED.get_or_init(|| std::env::var("TRIBUTARY_FAILPOINT").ok());
+        if armed.as_deref() == Some(self.name()) {
+            eprintln!("failpoint {} reached: aborting", self.name());
+            std::process::abort();
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct PersistMetrics {
+    files: Counter,
+    rows: Counter,
+    bytes: Counter,
+    errors: Counter,
+}
+
+impl PersistMetrics {
+    pub(crate) fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("tributary_persist");
+        r.register("files", "Parquet files persisted", self.files.clone());
+        r.register("rows", "Rows persisted to Parquet", self.rows.clone());
+        r.register("bytes", "Bytes of Parquet persisted", self.bytes.clone());
+        r.register(
+            "errors",
+            "Persist jobs that failed (their rows stay buffered and are retried)",
+            self.errors.clone(),
+        );
+    }
+}
+
+/// Stops the background persister and waits for its current job.
+#[derive(Debug)]
+pub(crate) struct PersisterHandle {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PersisterHandle {
+    pub(crate) async fn stop(self) {
+        self.stop.send_replace(true);
+        if let Err(e) = self.task.await {
+            tracing::error!(error = %e, "the persister task failed");
+        }
+    }
+}
+
+/// Share of `--buffer-mem-limit` above which partitions are persisted before they age, largest
+/// first, so that writes are refused only if persistence cannot keep up.
+const PRESSURE_SHARE: f64 = 0.5;
+
+impl Ingester {
+    /// Starts persisting partitions in the background: those whose oldest rows are older than
+    /// the persist interval, and the largest ones while the buffer is over half its limit.
+    pub fn start_persister(&self) {
+        let mut slot = self.inner.persister.lock();
+        if slot.is_some() {
+            return;
+        }
+        let (stop, stopped) = watch::channel(false);
+        let this = self.clone();
+        let task = tokio::spawn(async move { this.run_persister(stopped).await });
+        *slot = Some(PersisterHandle { stop, task });
+    }
+
+    async fn run_persister(self, mut stopped: watch::Receiver<bool>) {
+        let interval = self.inner.config.persist_interval;
+        let tick = (interval / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let pressure_bytes =
+            (self.inner.config.buffer_mem_limit_bytes as f64 * PRESSURE_SHARE) as usize;
+        // Partitions whose last job failed wait before the next try, so a broken object store
+        // is not hammered.
+        let mut retry_after: HashMap<PartitionKey, (Instant, Duration)> = HashMap::new();
+        // Segments replayed at start-up may hold only persisted entries.
+        if let Err(e) = self.truncate_wal().await {
+            tracing::warn!(error = %DisplayChain(&e), "cannot delete persisted write-ahead log segments");
+        }
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                _ = stopped.changed() => return,
+            }
+            let under_pressure = self.inner.buffer.size_bytes() > pressure_bytes;
+            let now = Instant::now();
+            retry_after.retain(|_, (at, _)| *at > now);
+            for key in self
+                .inner
+                .buffer
+                .persist_candidates(interval, under_pressure)
+            {
+                if *stopped.borrow() {
+                    return;
+                }
+                if retry_after.contains_key(&key) {
+                    continue;
+                }
+                match self.persist_partition(&key).await {
+                    Ok(_) => {}
+                    Err(e) => {
+                        let backoff = retry_after
+                            .get(&key)
+                            .map_or(Duration::from_secs(1), |(_, b)| {
+                                (*b * 2).min(Duration::from_secs(60))
+                            });
+                        tracing::warn!(db = %key.database, table = %key.table, partition = %partition_date(key.day), error = %DisplayChain(&e), retry_in = ?backoff, "persist failed; the rows stay buffered");
+                        retry_after.insert(key, (Instant::now() + backoff, backoff));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops the background persister and persists every buffered partition (shutdown).
+    pub(crate) async fn persist_everything(&self) -> Result<(), PersistError> {
+        let persister = self.inner.persister.lock().take();
+        if let Some(p) = persister {
+            p.stop().await;
+        }
+        let mut result = Ok(());
+        for key in self.inner.buffer.all_partitions() {
+            if let Err(e) = self.persist_partition(&key).await {
+                tracing::error!(db = %key.database, table = %key.table, partition = %partition_date(key.day), error = %DisplayChain(&e), "cannot persist at shutdown; the rows stay in the write-ahead log");
+                result = Err(e);
+            }
+        }
+        result
+    }
+
+    /// Runs one persist job. Returns whether a file was written (false: nothing to persist,
+    /// a job for the partition is already running, or its database was deleted).
+    pub(crate) async fn persist_partition(&self, key: &PartitionKey) -> Result<bool, PersistError> {
+        let inner = &self.inner;
+        let started = Instant::now();
+        let rows = {
+            let this = self.clone();
+            let key = key.clone();
+            tokio::task::spawn_blocking(move || this.inner.buffer.begin_persist(&key))
+                .await
+                .map_err(PersistError::Task)?
+                .map_err(PersistError::Arrow)?
+        };
+        let Some(rows) = rows else {
+            return Ok(false);
+        };
+        let result = self.write_and_record(key, rows).await;
+        match result {
+            Ok(Some((file, through))) => {
+                inner.buffer.finish_persist(key, through);
+                inner
+                    .metrics
+                    .buffer_bytes
+                    .set(inner.buffer.size_bytes() as i64);
+                Failpoint::AfterBufferDrop.check();
+                tracing::info!(
+                    db = %key.database,
+                    table = %key.table,
+                    partition = %partition_date(key.day),
+                    path = %file.path,
+                    rows = file.row_count,
+                    bytes = file.size_bytes,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "persisted"
+                );
+                self.truncate_wal().await?;
+                Failpoint::AfterWalTruncate.check();
+                Ok(true)
+            }
+            Ok(None) => {
+                inner.buffer.abort_persist(key);
+                Ok(false)
+            }
+            Err(e) => {
+                inner.buffer.abort_persist(key);
+                inner.persist_metrics.errors.inc();
+                Err(e)
+            }
+        }
+    }
+
+    /// Encodes, uploads and records the rows; `None` if the table's database is gone.
+    async fn write_and_record(
+        &self,
+        key: &PartitionKey,
+        rows: crate::buffer::PersistRows,
+    ) -> Result<Option<(NewParquetFile, u64)>, PersistError> {
+        let inner = &self.inner;
+        let snapshot = inner.catalog.snapshot();
+        let Some(table) = snapshot
+            .database(&key.database)
+            .and_then(|db| db.table(&key.table))
+        else {
+            return Ok(None);
+        };
+        let table_id = table.id;
+        let row_count = rows.batch.num_rows() as u64;
+        let (min_sequence, max_sequence) = (rows.min_sequence, rows.max_sequence);
+        let (bytes, min_time_ns, max_time_ns) = tokio::task::spawn_blocking(move || {
+            let time = rows
+                .batch
+                .column_by_name(TIME_COLUMN)
+                .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>())
+                .ok_or_else(|| {
+                    PersistError::Arrow(ArrowError::SchemaError("no time column".into()))
+                })?;
+            let (min_time, max_time) = (min(time), max(time));
+            debug_assert_eq!(time.null_count(), 0);
+            let bytes = encode_partition(&rows.batch).map_err(PersistError::Parquet)?;
+            Ok::<_, PersistError>((bytes, min_time.unwrap_or(0), max_time.unwrap_or(0)))
+        })
+        .await
+        .map_err(PersistError::Task)??;
+
+        let file_name = format!("{}.parquet", uuid::Uuid::new_v4());
+        let date = partition_date(key.day);
+        let path = Path::from_iter([
+            key.database.as_ref(),
+            key.table.as_ref(),
+            date.as_str(),
+            file_name.as_str(),
+        ]);
+        let size_bytes = bytes.len() as u64;
+        Failpoint::BeforeUpload.check();
+        inner.storage.put_durable(&path, bytes).await?;
+        Failpoint::AfterUpload.check();
+
+        let file = NewParquetFile {
+            table_id,
+            partition_day: key.day,
+            path: path.to_string(),
+            size_bytes,
+            row_count,
+            min_time_ns,
+            max_time_ns,
+            level: 0,
+            min_sequence,
+            max_sequence,
+        };
+        inner
+            .catalog
+            .add_parquet_files(vec![file.clone()])
+            .await
+            .map_err(PersistError::Catalog)?;
+        Failpoint::AfterCatalog.check();
+        inner.persist_metrics.files.inc();
+        inner.persist_metrics.rows.inc_by(row_count);
+        inner.persist_metrics.bytes.inc_by(size_bytes);
+        Ok(Some((file, max_sequence)))
+    }
+
+    /// Deletes WAL segments whose entries are all persisted (or belong to deleted databases).
+    async fn truncate_wal(&self) -> Result<(), PersistError> {
+        let inner = &self.inner;
+        // Read the applied watermark first: every entry up to it is in the buffer or in a
+        // recorded file, and the buffer's oldest entry read after it bounds what is unpersisted.
+        let applied = *inner.applied.borrow();
+        let bound = match inner.buffer.oldest_unpersisted_sequence() {
+            Some(oldest) => applied.min(oldest.saturating_sub(1)),
+            None => applied,
+        };
+        if bound == 0 {
+            return Ok(());
+        }
+        let wal = inner.wal.clone();
+        tokio::task::spawn_blocking(move || wal.truncate_through(wal::SequenceNumber(bound)))
+            .await
+            .map_err(PersistError::Task)?
+            .map_err(PersistError::Wal)
+    }
+}
+
+/// Shows an error with its sources, for logs.
+pub(crate) struct DisplayChain<'a>(pub(crate) &'a dyn std::error::Error);
+
+impl std::fmt::Display for DisplayChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,352 @@
+//! Deduplication across sources that may hold the same rows: Parquet files of one partition
+//! whose time ranges overlap, or a file and the buffer.
+//!
+//! [`DeduplicateExec`] reads one stream sorted by (primary key, [`CHUNK_ORDER`]) and keeps one
+//! row per key whose every field is the last non-null value in chunk order: the same rule the
+//! ingester applies inside the buffer (a later write overwrites the fields it names). It
+//! streams: only the rows of the last key of a batch wait for the next batch.
+//!
+//! Filters on fields must not be evaluated below it (an older version of a row could survive
+//! where the newer one was filtered out); it keeps the default `gather_filters_for_pushdown`,
+//! which lets no parent filter through.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array};
+use arrow::compute::{concat_batches, take};
+use arrow::datatypes::SchemaRef;
+use arrow::row::{RowConverter, SortField};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::Result;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::{
+    EquivalenceProperties, LexOrdering, OrderingRequirements, PhysicalExpr,
+};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, Partitioning, PlanProperties,
+    ReplaceChildrenOptions, apply_expression_roots,
+};
+use futures::StreamExt;
+
+/// Name of the column that orders sources of one partition: higher is newer (the highest WAL
+/// sequence number the source holds).
+pub(crate) const CHUNK_ORDER: &str = "__chunk_order";
+
+/// Keeps one row per primary key from an input sorted by (key columns, [`CHUNK_ORDER`]).
+#[derive(Debug)]
+pub(crate) struct DeduplicateExec {
+    input: Arc<dyn ExecutionPlan>,
+    /// Key columns then [`CHUNK_ORDER`], ascending.
+    ordering: LexOrdering,
+    /// Indices of the key columns in the input schema.
+    key_columns: Vec<usize>,
+    properties: Arc<PlanProperties>,
+}
+
+impl DeduplicateExec {
+    pub(crate) fn new(
+        input: Arc<dyn ExecutionPlan>,
+        ordering: LexOrdering,
+        key_columns: Vec<usize>,
+    ) -> Self {
+        let eq = EquivalenceProperties::new_with_orderings(
+            input.schema(),
+            [ordering.iter().cloned().collect::<Vec<_>>()],
+        );
+        let properties = PlanProperties::new(
+            eq,
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Self {
+            input,
+            ordering,
+            key_columns,
+            properties: Arc::new(properties),
+        }
+    }
+}
+
+impl DisplayAs for DeduplicateExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DeduplicateExec: [{}]", self.ordering)
+    }
+}
+
+impl ExecutionPlan for DeduplicateExec {
+    fn name(&self) -> &str {
+        "DeduplicateExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        apply_expression_roots(self.ordering.iter().map(|s| &s.expr), f)
+    }
+
+    fn required_input_distribution(&self) -> Vec<Distribution> {
+        vec![Distribution::SinglePartition]
+    }
+
+    fn required_input_ordering(&self) -> Vec<Option<OrderingRequirements>> {
+        vec![Some(self.ordering.clone().into())]
+    }
+
+    fn maintains_input_order(&self) -> Vec<bool> {
+        vec![true]
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(Self::new(
+            children.swap_remove(0),
+            self.ordering.clone(),
+            self.key_columns.clone(),
+        )))
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(Self::new(
+            children.swap_remove(0),
+            self.ordering.clone(),
+            self.key_columns.clone(),
+        )))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let input = self.input.execute(partition, context)?;
+        let deduplicator = Deduplicator::new(self.schema(), self.key_columns.clone())?;
+        let stream = futures::stream::unfold(Some((input, deduplicator)), |state| async move {
+            let (mut input, mut deduplicator) = state?;
+            loop {
+                match input.next().await {
+                    Some(Ok(batch)) => match deduplicator.push(batch) {
+                        Ok(Some(out)) => return Some((Ok(out), Some((input, deduplicator)))),
+                        Ok(None) => continue,
+                        Err(e) => return Some((Err(e), None)),
+                    },
+                    Some(Err(e)) => return Some((Err(e), None)),
+                    None => return deduplicator.finish().transpose().map(|r| (r, None)),
+                }
+            }
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema(),
+            stream,
+        )))
+    }
+}
+
+/// The state of one deduplicating stream: the rows of the last key seen, which the next batch
+/// may continue.
+struct Deduplicator {
+    schema: SchemaRef,
+    key_columns: Vec<usize>,
+    converter: RowConverter,
+    carry: Option<RecordBatch>,
+}
+
+impl Deduplicator {
+    fn new(schema: SchemaRef, key_columns: Vec<usize>) -> Result<Self> {
+        let converter = RowConverter::new(
+            key_columns
+                .iter()
+                .map(|&i| SortField::new(schema.field(i).data_type().clone()))
+                .collect(),
+        )?;
+        Ok(Self {
+            schema,
+            key_columns,
+            converter,
+            carry: None,
+        })
+    }
+
+    /// Takes the next input batch; returns the merged rows of every key that is complete.
+    fn push(&mut self, batch: RecordBatch) -> Result<Option<RecordBatch>> {
+        if batch.num_rows() == 0 {
+            return Ok(None);
+        }
+        let batch = match self.carry.take() {
+            Some(carry) => concat_batches(&self.schema, [&carry, &batch])?,
+            None => batch,
+        };
+        let starts = self.run_starts(&batch)?;
+        let last = *starts.last().expect("a non-empty batch has a run");
+        self.carry = Some(batch.slice(last, batch.num_rows() - last));
+        if last == 0 {
+            return Ok(None);
+        }
+        self.merge_runs(&batch, &starts[..starts.len() - 1], last)
+            .map(Some)
+    }
+
+    /// Merges the rows of the last key (end of input).
+    fn finish(&mut self) -> Result<Option<RecordBatch>> {
+        let Some(carry) = self.carry.take() else {
+            return Ok(None);
+        };
+        let starts = self.run_starts(&carry)?;
+        self.merge_runs(&carry, &starts, carry.num_rows()).map(Some)
+    }
+
+    /// Row indices where a new key starts.
+    fn run_starts(&self, batch: &RecordBatch) -> Result<Vec<usize>> {
+        let keys: Vec<ArrayRef> = self
+            .key_columns
+            .iter()
+            .map(|&i| Arc::clone(batch.column(i)))
+            .collect();
+        let rows = self.converter.convert_columns(&keys)?;
+        let mut starts = vec![0];
+        for i in 1..batch.num_rows() {
+            if rows.row(i) != rows.row(i - 1) {
+                starts.push(i);
+            }
+        }
+        Ok(starts)
+    }
+
+    /// One row per run `starts[k]..starts[k + 1]` (the last run ends at `end`): key columns
+    /// from the run's last row, every other column from its last non-null value.
+    fn merge_runs(&self, batch: &RecordBatch, starts: &[usize], end: usize) -> Result<RecordBatch> {
+        if starts.len() == end {
+            // Every run is a single row: nothing to merge.
+            return Ok(batch.slice(0, end));
+        }
+        let run_end = |k: usize| starts.get(k + 1).copied().unwrap_or(end);
+        let last_rows: UInt32Array = (0..starts.len()).map(|k| run_end(k) as u32 - 1).collect();
+        let mut columns = Vec::with_capacity(batch.num_columns());
+        for (i, column) in batch.columns().iter().enumerate() {
+            if self.key_columns.contains(&i) || column.null_count() == 0 {
+                columns.push(take(column, &last_rows, None)?);
+                continue;
+            }
+            let indices: UInt32Array = (0..starts.len())
+                .map(|k| {
+                    let (start, stop) = (starts[k], run_end(k));
+                    (start..stop)
+                        .rev()
+                        .find(|&r| column.is_valid(r))
+                        .unwrap_or(stop - 1) as u32
+                })
+                .collect();
+            columns.push(take(column, &indices, None)?);
+        }
+        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Float64Array, Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::util::pretty::pretty_format_batches;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("host", DataType::Utf8, true),
+            Field::new("time", DataType::Int64, false),
+            Field::new("f", DataType::Float64, true),
+            Field::new("g", DataType::Float64, true),
+            Field::new(CHUNK_ORDER, DataType::Int64, false),
+        ]))
+    }
+
+    type Row = (&'static str, i64, Option<f64>, Option<f64>, i64);
+
+    fn batch(rows: &[Row]) -> RecordBatch {
+        RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(rows.iter().map(|r| Some(r.0)).collect::<StringArray>()),
+                Arc::new(rows.iter().map(|r| r.1).collect::<Int64Array>()),
+                Arc::new(rows.iter().map(|r| r.2).collect::<Float64Array>()),
+                Arc::new(rows.iter().map(|r| r.3).collect::<Float64Array>()),
+                Arc::new(rows.iter().map(|r| r.4).collect::<Int64Array>()),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn run(batches: Vec<RecordBatch>) -> String {
+        let mut d = Deduplicator::new(schema(), vec![0, 1]).unwrap();
+        let mut out = Vec::new();
+        for b in batches {
+            out.extend(d.push(b).unwrap());
+        }
+        out.extend(d.finish().unwrap());
+        pretty_format_batches(&out).unwrap().to_string()
+    }
+
+    #[test]
+    fn newer_sources_overwrite_the_fields_they_name() {
+        let out = run(vec![batch(&[
+            ("a", 1, Some(1.0), Some(10.0), 1),
+            ("a", 1, Some(2.0), None, 2),
+            ("a", 2, Some(3.0), None, 1),
+            ("b", 1, None, Some(20.0), 1),
+            ("b", 1, None, None, 3),
+        ])]);
+        assert_eq!(
+            out,
+            "+------+------+-----+------+---------------+\n\
+             | host | time | f   | g    | __chunk_order |\n\
+             +------+------+-----+------+---------------+\n\
+             | a    | 1    | 2.0 | 10.0 | 2             |\n\
+             | a    | 2    | 3.0 |      | 1             |\n\
+             | b    | 1    |     | 20.0 | 3             |\n\
+             +------+------+-----+------+---------------+"
+        );
+    }
+
+    #[test]
+    fn a_key_split_across_batches_is_merged_once() {
+        let whole = run(vec![batch(&[
+            ("a", 1, Some(1.0), Some(10.0), 1),
+            ("a", 1, None, Some(11.0), 2),
+            ("a", 1, Some(3.0), None, 3),
+            ("b", 5, Some(4.0), None, 1),
+        ])]);
+        let split = run(vec![
+            batch(&[("a", 1, Some(1.0), Some(10.0), 1)]),
+            batch(&[("a", 1, None, Some(11.0), 2)]),
+            batch(&[]),
+            batch(&[("a", 1, Some(3.0), None, 3), ("b", 5, Some(4.0), None, 1)]),
+        ]);
+        assert_eq!(whole, split);
+        assert!(
+            whole.contains("| a    | 1    | 3.0 | 11.0 | 3             |"),
+            "{whole}"
+        );
+        assert_eq!(whole.lines().count(), 6, "two rows and borders");
+    }
+}
