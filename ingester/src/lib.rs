@@ -778,4 +778,54 @@ mod tests {
             f.rows(&again, "m")
         );
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn persistence_keeps_a_small_buffer_writable_and_every_row_lands_once() {
+        let f = Fixture::new();
+        let config = IngesterConfig {
+            wal_dir: f.dir.path().join("wal"),
+            buffer_mem_limit_bytes: 2 * 1024 * 1024,
+            // Only memory pressure triggers persistence here.
+            persist_interval: Duration::from_secs(3600),
+        };
+        let storage = ObjectStorage::local(f.dir.path().join("objects")).unwrap();
+        let ingester = Ingester::new(
+            config,
+            Arc::clone(&f.catalog),
+            storage,
+            &mut Registry::default(),
+        )
+        .unwrap();
+        ingester.start_persister();
+        let mut refused = 0;
+        for day in 0..40i64 {
+            let body: String = (0..5_000)
+                .map(|i| format!("m,t=t{} f={i} {}\n", i % 50, day * 86_400_000_000_000 + i))
+                .collect();
+            loop {
+                match ingester.write(request(&body)).await {
+                    Ok(_) => break,
+                    Err(WriteError::BufferFull { .. }) => {
+                        refused += 1;
+                        assert!(refused < 200, "persistence never caught up");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        ingester.shutdown().await.unwrap();
+        let snapshot = f.catalog.snapshot();
+        let table = snapshot.database("db").unwrap().table("m").unwrap().id;
+        let rows: u64 = snapshot
+            .table_files(table)
+            .iter()
+            .map(|f| f.file.row_count)
+            .sum();
+        assert_eq!(rows, 40 * 5_000);
+        assert!(
+            snapshot.table_files(table).len() >= 40,
+            "one file per day at least"
+        );
+    }
 }

@@ -164,6 +164,19 @@ impl ExecutionPlan for DeduplicateExec {
     }
 }
 
+/// Deduplicates one batch sorted by (key columns, [`CHUNK_ORDER`]).
+pub(crate) fn dedup_sorted_batch(
+    batch: &RecordBatch,
+    key_columns: Vec<usize>,
+) -> Result<RecordBatch> {
+    let schema = batch.schema();
+    let mut deduplicator = Deduplicator::new(Arc::clone(&schema), key_columns)?;
+    let mut out = Vec::with_capacity(2);
+    out.extend(deduplicator.push(batch.clone())?);
+    out.extend(deduplicator.finish()?);
+    Ok(concat_batches(&schema, &out)?)
+}
+
 /// The state of one deduplicating stream: the rows of the last key seen, which the next batch
 /// may continue.
 struct Deduplicator {

@@ -14,6 +14,7 @@
 //! down.
 
 mod dedup;
+mod last_values;
 mod system;
 mod table;
 
@@ -211,14 +212,19 @@ impl Querier {
             );
         let ctx = SessionContext::new_with_config_rt(config, Arc::clone(&self.runtime));
         let sql_catalog = MemoryCatalogProvider::new();
-        let schema = DatabaseSchemaProvider::new(
-            Arc::clone(db),
-            TableSources {
-                buffer: Arc::clone(&self.buffer),
-                catalog: Arc::clone(&self.catalog),
-                store_url: self.store_url.clone(),
-            },
+        let sources = TableSources {
+            buffer: Arc::clone(&self.buffer),
+            catalog: Arc::clone(&self.catalog),
+            store_url: self.store_url.clone(),
+        };
+        ctx.register_udtf(
+            "last_cache",
+            Arc::new(last_values::LastCacheFunction::new(
+                Arc::clone(db),
+                sources.clone(),
+            )),
         );
+        let schema = DatabaseSchemaProvider::new(Arc::clone(db), sources);
         datafusion::catalog::CatalogProvider::register_schema(
             &sql_catalog,
             SQL_SCHEMA,

@@ -208,7 +208,7 @@ impl TableProvider for Table {
 
         let mut arms: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !plain_files.is_empty() {
-            arms.push(self.plain_parquet(state, plain_files, projection, filters)?);
+            arms.push(self.plain_parquet(state, plain_files, projection)?);
         }
         if !plain_buffer.is_empty() {
             arms.push(spread_buffer(
@@ -295,13 +295,11 @@ impl Table {
         state: &dyn Session,
         files: Vec<ParquetFile>,
         projection: Option<&Vec<usize>>,
-        filters: &[Expr],
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let source = self.parquet_source(
-            state,
-            ScanSchema::from(Arc::clone(&self.schema)),
-            conjunction(filters.iter().cloned()),
-        )?;
+        // No predicate here: DataFusion's physical filter pushdown moves the filters above
+        // into this scan (they would otherwise be evaluated twice when pruning).
+        let source =
+            self.parquet_source(state, ScanSchema::from(Arc::clone(&self.schema)), None)?;
         let partitions = state.config().target_partitions().max(1);
         let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); partitions];
         let mut files = files;

@@ -1,0 +1,316 @@
+//! `last_cache('table')`: the latest row of every series (tag set) of a table, as InfluxDB 3's
+//! last-value cache answers it, without configuring a cache first.
+//!
+//! Files and buffer partitions are sorted by (tags, time), so a series' latest row in a source
+//! is the last row of its run. A file is decoded twice: its tag and time columns to find where
+//! runs end, then every column of just those rows (a row selection), so the fields of all
+//! other rows are never decoded. The candidates of all sources are merged as a query would:
+//! newer sources win field by field for the same key, then the latest time per series wins.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Array, RecordBatch, new_null_array};
+use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::row::{RowConverter, SortField};
+use async_trait::async_trait;
+use bytes::Bytes;
+use catalog::{ColumnType, DatabaseSchema, ParquetFile, TIME_COLUMN, TableSchema};
+use datafusion::catalog::{Session, TableFunctionImpl, TableProvider};
+use datafusion::datasource::TableType;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::scalar::ScalarValue;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection};
+
+use crate::dedup::{CHUNK_ORDER, dedup_sorted_batch};
+use crate::table::TableSources;
+
+/// The `last_cache` table function of a session's database.
+#[derive(Debug)]
+pub(crate) struct LastCacheFunction {
+    database: Arc<DatabaseSchema>,
+    sources: TableSources,
+}
+
+impl LastCacheFunction {
+    pub(crate) fn new(database: Arc<DatabaseSchema>, sources: TableSources) -> Self {
+        Self { database, sources }
+    }
+}
+
+impl TableFunctionImpl for LastCacheFunction {
+    fn call(&self, args: &[Expr]) -> Result<Arc<dyn TableProvider>> {
+        // A second argument (InfluxDB 3's cache name) is accepted and ignored: every table
+        // has its last values.
+        let name = match args.first() {
+            Some(Expr::Literal(ScalarValue::Utf8(Some(name)), _)) => name.clone(),
+            _ => {
+                return Err(DataFusionError::Plan(
+                    "last_cache takes a table name: SELECT * FROM last_cache('cpu')".into(),
+                ));
+            }
+        };
+        let table = self.database.table(&name).ok_or_else(|| {
+            DataFusionError::Plan(format!(
+                "last_cache: table `{name}` not found in database `{}`",
+                self.database.name
+            ))
+        })?;
+        Ok(Arc::new(LastValues {
+            database: Arc::clone(&self.database.name),
+            schema: table.arrow_schema(),
+            table: Arc::clone(table),
+            sources: self.sources.clone(),
+        }))
+    }
+}
+
+/// The latest row per series of one table.
+struct LastValues {
+    database: Arc<str>,
+    table: Arc<TableSchema>,
+    schema: SchemaRef,
+    sources: TableSources,
+}
+
+impl fmt::Debug for LastValues {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LastValues")
+            .field("table", &self.table.name)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl TableProvider for LastValues {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let batch = self.last_rows(state).await?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            Arc::clone(&self.schema),
+            projection.cloned(),
+        )?)
+    }
+}
+
+impl LastValues {
+    fn tag_names(&self) -> Vec<&str> {
+        self.table
+            .columns
+            .iter()
+            .filter(|(_, t)| **t == ColumnType::Tag)
+            .map(|(n, _)| n.as_ref())
+            .collect()
+    }
+
+    /// The schema with the chunk order column last.
+    fn ordered_schema(&self) -> SchemaRef {
+        let mut fields: Vec<Arc<Field>> = self.schema.fields().iter().cloned().collect();
+        fields.push(Arc::new(Field::new(CHUNK_ORDER, DataType::Int64, false)));
+        Arc::new(Schema::new(fields))
+    }
+
+    async fn last_rows(&self, state: &dyn Session) -> Result<RecordBatch> {
+        let ordered = self.ordered_schema();
+        let tags = self.tag_names();
+        // The buffer first, then the catalog, as in a table scan.
+        let (buffer, database, table, schema) = (
+            Arc::clone(&self.sources.buffer),
+            Arc::clone(&self.database),
+            Arc::clone(&self.table.name),
+            Arc::clone(&self.schema),
+        );
+        let buffered = tokio::task::spawn_blocking(move || {
+            buffer.read_table(&database, &table, &schema, i64::MIN, i64::MAX)
+        })
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))?
+        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let snapshot = self.sources.catalog.snapshot();
+        let store = state.runtime_env().object_store(&self.sources.store_url)?;
+
+        let mut candidates = Vec::new();
+        for p in buffered {
+            let rows = take_run_ends(&p.batch, &tags)?;
+            candidates.push(with_order(&rows, &ordered, p.max_sequence)?);
+        }
+        for f in snapshot.table_files(self.table.id) {
+            let rows = self.file_last_rows(&store, f, &tags).await?;
+            candidates.push(with_order(&rows, &ordered, f.file.max_sequence)?);
+        }
+        let all = concat_batches(&ordered, &candidates)?;
+        if all.num_rows() == 0 {
+            return Ok(RecordBatch::new_empty(Arc::clone(&self.schema)));
+        }
+        // Sort by (tags, time, order), merge equal keys (newer fields win), then keep the
+        // latest time of each series.
+        let mut key: Vec<&str> = tags.clone();
+        key.push(TIME_COLUMN);
+        let sort: Vec<SortColumn> = key
+            .iter()
+            .chain([&CHUNK_ORDER])
+            .map(|name| SortColumn {
+                values: Arc::clone(all.column_by_name(name).expect("column of the schema")),
+                options: None,
+            })
+            .collect();
+        let sorted = take_record_batch(&all, &lexsort_to_indices(&sort, None)?)?;
+        let key_indices = key
+            .iter()
+            .map(|n| ordered.index_of(n))
+            .collect::<Result<Vec<_>, _>>()?;
+        let merged = dedup_sorted_batch(&sorted, key_indices)?;
+        let latest = take_run_ends(&merged, &tags)?;
+        let columns = (0..self.schema.fields().len())
+            .map(|i| Arc::clone(latest.column(i)))
+            .collect();
+        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+    }
+
+    /// The last row of every series in one file, conformed to the table schema.
+    async fn file_last_rows(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        file: &ParquetFile,
+        tags: &[&str],
+    ) -> Result<RecordBatch> {
+        let external = |e: Box<dyn std::error::Error + Send + Sync>| DataFusionError::External(e);
+        let path = Path::parse(&file.file.path).map_err(|e| external(Box::new(e)))?;
+        // Whole files are what the object cache keeps, so this is usually a memory read.
+        let bytes = store
+            .get(&path)
+            .await
+            .map_err(|e| external(Box::new(e)))?
+            .bytes()
+            .await
+            .map_err(|e| external(Box::new(e)))?;
+        let tags: Vec<String> = tags.iter().map(|t| (*t).to_owned()).collect();
+        let schema = Arc::clone(&self.schema);
+        tokio::task::spawn_blocking(move || {
+            let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+            last_rows_of_file(bytes, &tags, &schema)
+        })
+        .await
+        .map_err(|e| external(Box::new(e)))?
+    }
+}
+
+/// Decodes the tag and time columns of a sorted file to find where series end, then every
+/// column of just those rows.
+fn last_rows_of_file(bytes: Bytes, tags: &[&str], schema: &SchemaRef) -> Result<RecordBatch> {
+    let external = |e: parquet::errors::ParquetError| DataFusionError::External(Box::new(e));
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).map_err(external)?;
+    let file_schema = Arc::clone(builder.schema());
+    let total_rows = builder.metadata().file_metadata().num_rows() as usize;
+    let key_columns: Vec<usize> = tags
+        .iter()
+        .chain([&TIME_COLUMN])
+        .filter_map(|n| file_schema.index_of(n).ok())
+        .collect();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), key_columns.clone());
+    let keys = builder
+        .with_projection(mask)
+        .with_batch_size(64 * 1024)
+        .build()
+        .map_err(external)?
+        .collect::<Result<Vec<_>, _>>()?;
+    let key_schema = Arc::new(file_schema.project(&key_columns)?);
+    let keys = concat_batches(&key_schema, &keys)?;
+    let file_tags: Vec<&str> = tags
+        .iter()
+        .copied()
+        .filter(|n| key_schema.index_of(n).is_ok())
+        .collect();
+    let ends = run_ends(&keys, &file_tags)?;
+    let selection =
+        RowSelection::from_consecutive_ranges(ends.iter().map(|&e| e..e + 1), total_rows);
+    let rows = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .map_err(external)?
+        .with_row_selection(selection)
+        .build()
+        .map_err(external)?
+        .collect::<Result<Vec<_>, _>>()?;
+    let rows = concat_batches(&file_schema, &rows)?;
+    conform(&rows, schema)
+}
+
+/// Row indices of the last row of each run of equal `tags` (the batch is sorted by them).
+fn run_ends(batch: &RecordBatch, tags: &[&str]) -> Result<Vec<usize>> {
+    let n = batch.num_rows();
+    if n == 0 {
+        return Ok(vec![]);
+    }
+    if tags.is_empty() {
+        return Ok(vec![n - 1]);
+    }
+    let columns: Vec<ArrayRef> = tags
+        .iter()
+        .map(|t| Arc::clone(batch.column_by_name(t).expect("tag column")))
+        .collect();
+    let converter = RowConverter::new(
+        columns
+            .iter()
+            .map(|c| SortField::new(c.data_type().clone()))
+            .collect(),
+    )?;
+    let rows = converter.convert_columns(&columns)?;
+    let mut ends: Vec<usize> = (1..n)
+        .filter(|&i| rows.row(i) != rows.row(i - 1))
+        .map(|i| i - 1)
+        .collect();
+    ends.push(n - 1);
+    Ok(ends)
+}
+
+fn take_run_ends(batch: &RecordBatch, tags: &[&str]) -> Result<RecordBatch> {
+    let ends: arrow::array::UInt32Array = run_ends(batch, tags)?
+        .into_iter()
+        .map(|i| i as u32)
+        .collect();
+    Ok(take_record_batch(batch, &ends)?)
+}
+
+/// `batch` (of the table schema) with a constant chunk order column.
+fn with_order(batch: &RecordBatch, ordered: &SchemaRef, order: u64) -> Result<RecordBatch> {
+    let mut columns = batch.columns().to_vec();
+    columns.push(Arc::new(Int64Array::from_value(
+        order as i64,
+        batch.num_rows(),
+    )));
+    Ok(RecordBatch::try_new(Arc::clone(ordered), columns)?)
+}
+
+/// `batch` with the columns of `schema`, in its order; missing columns are null.
+fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) if c.data_type() == f.data_type() => Ok(Arc::clone(c)),
+            Some(c) => Ok(arrow::compute::cast(c, f.data_type())?),
+            None => Ok(new_null_array(f.data_type(), batch.num_rows())),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
