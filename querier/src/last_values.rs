@@ -10,10 +10,11 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int64Array, RecordBatch, new_null_array};
+use arrow::array::{Array, BooleanArray, Int64Array, RecordBatch, new_null_array};
+use arrow::compute::kernels::boolean::or;
+use arrow::compute::kernels::cmp::distinct;
 use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use arrow::row::{RowConverter, SortField};
 use async_trait::async_trait;
 use bytes::Bytes;
 use catalog::{ColumnType, DatabaseSchema, ParquetFile, TIME_COLUMN, TableSchema};
@@ -228,21 +229,41 @@ fn last_rows_of_file(bytes: Bytes, tags: &[&str], schema: &SchemaRef) -> Result<
         .chain([&TIME_COLUMN])
         .filter_map(|n| file_schema.index_of(n).ok())
         .collect();
-    let mask = ProjectionMask::roots(builder.parquet_schema(), key_columns.clone());
-    let keys = builder
+    let mask = ProjectionMask::roots(builder.parquet_schema(), key_columns);
+    let reader = builder
         .with_projection(mask)
         .with_batch_size(64 * 1024)
         .build()
-        .map_err(external)?
-        .collect::<Result<Vec<_>, _>>()?;
-    let key_schema = Arc::new(file_schema.project(&key_columns)?);
-    let keys = concat_batches(&key_schema, &keys)?;
-    let file_tags: Vec<&str> = tags
-        .iter()
-        .copied()
-        .filter(|n| key_schema.index_of(n).is_ok())
-        .collect();
-    let ends = run_ends(&keys, &file_tags)?;
+        .map_err(external)?;
+    // Series ends, batch by batch: a series ends where the next row's tags differ, also across
+    // batch boundaries (the previous batch's last row against this one's first).
+    let mut ends = Vec::new();
+    let mut offset = 0;
+    let mut previous_last: Option<RecordBatch> = None;
+    for keys in reader {
+        let keys = keys?;
+        if keys.num_rows() == 0 {
+            continue;
+        }
+        let file_tags: Vec<&str> = tags
+            .iter()
+            .copied()
+            .filter(|n| keys.schema().index_of(n).is_ok())
+            .collect();
+        if let Some(last) = previous_last.take() {
+            let pair = concat_batches(&keys.schema(), [&last, &keys.slice(0, 1)])?;
+            if !run_ends(&pair, &file_tags)?.starts_with(&[1]) {
+                ends.push(offset - 1);
+            }
+        }
+        let within = run_ends(&keys, &file_tags)?;
+        ends.extend(within[..within.len() - 1].iter().map(|e| offset + e));
+        offset += keys.num_rows();
+        previous_last = Some(keys.slice(keys.num_rows() - 1, 1));
+    }
+    if offset > 0 {
+        ends.push(offset - 1);
+    }
     let selection =
         RowSelection::from_consecutive_ranges(ends.iter().map(|&e| e..e + 1), total_rows);
     let rows = ParquetRecordBatchReaderBuilder::try_new(bytes)
@@ -261,24 +282,20 @@ fn run_ends(batch: &RecordBatch, tags: &[&str]) -> Result<Vec<usize>> {
     if n == 0 {
         return Ok(vec![]);
     }
-    if tags.is_empty() {
-        return Ok(vec![n - 1]);
+    // changed[i]: row i + 1 has other tags than row i (nulls compare equal to nulls).
+    let mut changed: Option<BooleanArray> = None;
+    for tag in tags {
+        let column = batch.column_by_name(tag).expect("tag column");
+        let differs = distinct(&column.slice(0, n - 1), &column.slice(1, n - 1))?;
+        changed = Some(match changed {
+            Some(c) => or(&c, &differs)?,
+            None => differs,
+        });
     }
-    let columns: Vec<ArrayRef> = tags
-        .iter()
-        .map(|t| Arc::clone(batch.column_by_name(t).expect("tag column")))
-        .collect();
-    let converter = RowConverter::new(
-        columns
-            .iter()
-            .map(|c| SortField::new(c.data_type().clone()))
-            .collect(),
-    )?;
-    let rows = converter.convert_columns(&columns)?;
-    let mut ends: Vec<usize> = (1..n)
-        .filter(|&i| rows.row(i) != rows.row(i - 1))
-        .map(|i| i - 1)
-        .collect();
+    let mut ends: Vec<usize> = match changed {
+        Some(c) => c.values().set_indices().collect(),
+        None => vec![],
+    };
     ends.push(n - 1);
     Ok(ends)
 }

@@ -209,7 +209,12 @@ impl Querier {
             .set_bool(
                 "datafusion.execution.parquet.schema_force_view_types",
                 false,
-            );
+            )
+            // Evaluate filters while decoding Parquet (cheapest first) so the other columns
+            // are decoded only for matching rows. Below a dedup only key (tag, time) filters
+            // are given to the scan, so no older version of a row can slip through.
+            .set_bool("datafusion.execution.parquet.pushdown_filters", true)
+            .set_bool("datafusion.execution.parquet.reorder_filters", true);
         let ctx = SessionContext::new_with_config_rt(config, Arc::clone(&self.runtime));
         let sql_catalog = MemoryCatalogProvider::new();
         let sources = TableSources {

@@ -197,6 +197,13 @@ async fn run(config: ServeConfig) -> anyhow::Result<()> {
         Arc::new(registry),
         config.max_http_request_size as usize,
     );
+    // Responses end with small writes; without TCP_NODELAY the last one waits for the
+    // client's delayed ACK, ~40 ms per request on a kept-alive connection.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await

@@ -104,8 +104,13 @@ impl Wal {
                 .max(sequence_floor + 1),
         );
 
+        // A last segment whose entries are all at or below the floor (typically: all
+        // persisted) is left closed, so truncate_through can delete it.
+        let all_below_floor = replayed.last_seq.is_some_and(|l| l.0 <= sequence_floor);
         let reuse_last = segments.last().filter(|_| {
-            !replayed.last_segment_has_entries || replayed.last_segment_len <= segment_size_bytes
+            !all_below_floor
+                && (!replayed.last_segment_has_entries
+                    || replayed.last_segment_len <= segment_size_bytes)
         });
         let segment = match reuse_last {
             Some(last) => {
@@ -467,12 +472,23 @@ mod tests {
             SequenceNumber(11)
         );
         wal.close().unwrap();
-        let seqs: Vec<_> = replay_all(floored)
+        let seqs: Vec<_> = replay_all(floored.clone())
             .unwrap()
             .into_iter()
             .map(|(seq, _)| seq.0)
             .collect();
         assert_eq!(seqs, [1, 11]);
+
+        // The first segment held only entries below the floor: it was closed, so it can go.
+        let (wal, _, _) = open(floored.clone()).unwrap();
+        wal.truncate_through(SequenceNumber(10)).unwrap();
+        wal.close().unwrap();
+        let seqs: Vec<_> = replay_all(floored)
+            .unwrap()
+            .into_iter()
+            .map(|(seq, _)| seq.0)
+            .collect();
+        assert_eq!(seqs, [11]);
     }
     /// Damages the last entry of the last segment in every way a crash or a bad sector can:
     /// cut at each byte offset from its start to its end, or one byte flipped at each offset.
