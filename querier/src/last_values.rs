@@ -31,7 +31,7 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection};
 
 use crate::dedup::{CHUNK_ORDER, dedup_sorted_batch};
-use crate::table::TableSources;
+use crate::table::{TableSources, read_buffer};
 
 /// The `last_cache` table function of a session's database.
 #[derive(Debug)]
@@ -136,18 +136,14 @@ impl LastValues {
         let ordered = self.ordered_schema();
         let tags = self.tag_names();
         // The buffer first, then the catalog, as in a table scan.
-        let (buffer, database, table, schema) = (
-            Arc::clone(&self.sources.buffer),
-            Arc::clone(&self.database),
-            Arc::clone(&self.table.name),
-            Arc::clone(&self.schema),
-        );
-        let buffered = tokio::task::spawn_blocking(move || {
-            buffer.read_table(&database, &table, &schema, i64::MIN, i64::MAX)
-        })
-        .await
-        .map_err(|e| DataFusionError::External(Box::new(e)))?
-        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let buffered = read_buffer(
+            &self.sources.buffer,
+            &self.database,
+            &self.table.name,
+            &self.schema,
+            (i64::MIN, i64::MAX),
+        )
+        .await?;
         let snapshot = self.sources.catalog.snapshot();
         let store = state.runtime_env().object_store(&self.sources.store_url)?;
 

@@ -233,21 +233,15 @@ impl TableProvider for Table {
 }
 
 impl Table {
-    /// The buffer's partitions that may overlap the time range. Reading may deduplicate a
-    /// partition: CPU work that must not stall an I/O worker.
     async fn read_buffer(&self, min_time: i64, max_time: i64) -> Result<Vec<BufferedPartition>> {
-        let (buffer, database, table, schema) = (
-            Arc::clone(&self.sources.buffer),
-            Arc::clone(&self.database),
-            Arc::clone(&self.table.name),
-            Arc::clone(&self.schema),
-        );
-        tokio::task::spawn_blocking(move || {
-            buffer.read_table(&database, &table, &schema, min_time, max_time)
-        })
+        read_buffer(
+            &self.sources.buffer,
+            &self.database,
+            &self.table.name,
+            &self.schema,
+            (min_time, max_time),
+        )
         .await
-        .map_err(|e| DataFusionError::External(Box::new(e)))?
-        .map_err(|e| DataFusionError::External(Box::new(e)))
     }
 
     /// Primary key: tags in name order, then time (the order files and buffer are sorted in).
@@ -431,6 +425,29 @@ impl Table {
             .collect::<Result<Vec<(Arc<dyn PhysicalExpr>, String)>>>()?;
         Ok(Arc::new(ProjectionExec::try_new(exprs, dedup)?))
     }
+}
+
+/// A table's buffered partitions that may overlap `[min, max]` time. Reading may deduplicate
+/// a partition: CPU work that must not stall an I/O worker.
+pub(crate) async fn read_buffer(
+    buffer: &Arc<dyn BufferReader>,
+    database: &Arc<str>,
+    table: &Arc<str>,
+    schema: &SchemaRef,
+    (min_time, max_time): (i64, i64),
+) -> Result<Vec<BufferedPartition>> {
+    let (buffer, database, table, schema) = (
+        Arc::clone(buffer),
+        Arc::clone(database),
+        Arc::clone(table),
+        Arc::clone(schema),
+    );
+    tokio::task::spawn_blocking(move || {
+        buffer.read_table(&database, &table, &schema, min_time, max_time)
+    })
+    .await
+    .map_err(|e| DataFusionError::External(Box::new(e)))?
+    .map_err(|e| DataFusionError::External(Box::new(e)))
 }
 
 /// The object of a recorded file, with its exact size (the metadata cache checks it).
