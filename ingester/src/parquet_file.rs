@@ -18,8 +18,11 @@ use parquet::schema::types::ColumnPath;
 
 use crate::dedup::key_column_indices;
 
-/// Rows per row group: at least two per day of TSBS data, so both cores scan one file.
-const ROW_GROUP_ROWS: usize = 128 * 1024;
+/// Rows per row group: the unit a tag's bloom filter can skip (a few series of a TSBS day),
+/// and many per file, so both cores scan one file.
+const ROW_GROUP_ROWS: usize = 32 * 1024;
+/// Distinct values a tag's bloom filter is sized for, per row group.
+const TAG_BLOOM_NDV: u64 = 1_000;
 /// Rows per data page: the granularity of page-index pruning.
 const PAGE_ROWS: usize = 8 * 1024;
 
@@ -49,6 +52,12 @@ fn properties(schema: &SchemaRef) -> Result<WriterProperties> {
             DataType::Timestamp(..) => builder
                 .set_column_dictionary_enabled(column.clone(), false)
                 .set_column_encoding(column, Encoding::DELTA_BINARY_PACKED),
+            // Rows are sorted by tags in name order, so the min/max of a tag after the first
+            // spans unrelated values wherever a row group crosses a series boundary; a bloom
+            // filter still says whether `host = 'x'` can be in the row group.
+            DataType::Dictionary(..) => builder
+                .set_column_bloom_filter_enabled(column.clone(), true)
+                .set_column_bloom_filter_max_ndv(column, TAG_BLOOM_NDV),
             _ => builder,
         };
     }

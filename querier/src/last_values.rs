@@ -228,7 +228,9 @@ fn last_rows_of_file(bytes: Bytes, tags: &[&str], schema: &SchemaRef) -> Result<
     let mask = ProjectionMask::roots(builder.parquet_schema(), key_columns);
     let reader = builder
         .with_projection(mask)
-        .with_batch_size(64 * 1024)
+        // Within one row group: a batch spanning two would make the reader rebuild the tag
+        // dictionaries value by value.
+        .with_batch_size(8 * 1024)
         .build()
         .map_err(external)?;
     // Series ends, batch by batch: a series ends where the next row's tags differ, also across
