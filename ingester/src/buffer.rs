@@ -21,10 +21,12 @@ use arrow::datatypes::{SchemaRef, TimestampNanosecondType};
 use arrow::error::ArrowError;
 use parking_lot::{Mutex, RwLock};
 
-use crate::dedup::dedup_sorted;
+use crate::dedup::dedup_sorted_blocks;
 use crate::schema::{TIME_COLUMN, conform, merge_schemas};
 
 const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
+/// Rows per batch of a deduplicated partition: DataFusion's batch size.
+const BLOCK_ROWS: usize = 8 * 1024;
 
 /// UTC day number of a nanosecond timestamp: the partition key.
 pub(crate) fn day_of(time_ns: i64) -> i64 {
@@ -68,7 +70,9 @@ struct Chunk {
     sequence: u64,
     /// When the oldest of those rows reached the buffer.
     arrived: Instant,
-    batch: RecordBatch,
+    /// One batch as written, or a deduplication result in blocks of [`BLOCK_ROWS`] (in key
+    /// order, each block its own allocation).
+    batches: Vec<RecordBatch>,
     size_bytes: usize,
     /// The batch is a deduplication result: sorted by key, each key once.
     deduplicated: bool,
@@ -117,18 +121,18 @@ impl Buffer {
                 min_sequence: sequence,
                 sequence,
                 arrived: Instant::now(),
-                batch,
+                batches: vec![batch],
                 size_bytes,
                 deduplicated: false,
             };
             match table_buffer.partitions.get_mut(&day) {
                 Some(p) => {
-                    p.schema = merge_schemas(&p.schema, &chunk.batch.schema());
+                    p.schema = merge_schemas(&p.schema, &chunk.batches[0].schema());
                     p.chunks.push(chunk);
                     p.deduplicated = false;
                 }
                 None => {
-                    let schema = chunk.batch.schema();
+                    let schema = chunk.batches[0].schema();
                     let deduplicated = false;
                     table_buffer.partitions.insert(
                         day,
@@ -190,11 +194,14 @@ impl Buffer {
         };
         let mut out = Vec::with_capacity(days.len());
         for day in days {
-            if let Some((batch, max_sequence)) = self.deduplicated_partition(&key, day)? {
+            if let Some((batches, max_sequence)) = self.deduplicated_partition(&key, day)? {
                 out.push(PartitionRows {
                     day,
                     max_sequence,
-                    batch: conform(&batch, schema)?,
+                    batches: batches
+                        .iter()
+                        .map(|b| conform(b, schema))
+                        .collect::<Result<_, _>>()?,
                 });
             }
         }
@@ -207,14 +214,14 @@ impl Buffer {
         &self,
         key: &TableKey,
         day: i64,
-    ) -> Result<Option<(RecordBatch, u64)>, ArrowError> {
+    ) -> Result<Option<(Vec<RecordBatch>, u64)>, ArrowError> {
         let dedup_lock = {
             let tables = self.tables.read();
             let Some(p) = tables.get(key).and_then(|t| t.partitions.get(&day)) else {
                 return Ok(None);
             };
             if p.deduplicated {
-                return Ok(Some((p.chunks[0].batch.clone(), p.chunks[0].sequence)));
+                return Ok(Some((p.chunks[0].batches.clone(), p.chunks[0].sequence)));
             }
             Arc::clone(&p.dedup_lock)
         };
@@ -226,7 +233,7 @@ impl Buffer {
                 return Ok(None);
             };
             if p.deduplicated {
-                return Ok(Some((p.chunks[0].batch.clone(), p.chunks[0].sequence)));
+                return Ok(Some((p.chunks[0].batches.clone(), p.chunks[0].sequence)));
             }
             (
                 p.chunks.clone(),
@@ -236,16 +243,22 @@ impl Buffer {
         };
         let conformed = chunks
             .iter()
-            .map(|c| conform(&c.batch, &schema))
+            .flat_map(|c| &c.batches)
+            .map(|b| conform(b, &schema))
             .collect::<Result<Vec<_>, _>>()?;
-        let merged = dedup_sorted(&schema, &conformed, chunks[0].deduplicated)?;
+        let head_batches = if chunks[0].deduplicated {
+            chunks[0].batches.len()
+        } else {
+            0
+        };
+        let merged = dedup_sorted_blocks(&schema, &conformed, head_batches, BLOCK_ROWS)?;
         let merged_sequence = chunks.last().expect("partitions are never empty").sequence;
         if persisting {
             // The head chunk is being persisted and must stay apart; keep the result for this
             // read only.
             return Ok(Some((merged, merged_sequence)));
         }
-        let merged_size = size_bytes(&merged);
+        let merged_size: usize = merged.iter().map(size_bytes).sum();
 
         let mut tables = self.tables.write();
         if let Some(p) = tables.get_mut(key).and_then(|t| t.partitions.get_mut(&day)) {
@@ -265,7 +278,7 @@ impl Buffer {
                             .map(|c| c.arrived)
                             .min()
                             .unwrap_or_else(Instant::now),
-                        batch: merged.clone(),
+                        batches: merged.clone(),
                         size_bytes: merged_size,
                         deduplicated: true,
                     }],
@@ -350,7 +363,11 @@ impl Buffer {
         }
         p.persisting_through = Some(head.sequence);
         Ok(Some(PersistRows {
-            batch: conform(&head.batch, &p.schema)?,
+            batches: head
+                .batches
+                .iter()
+                .map(|b| conform(b, &p.schema))
+                .collect::<Result<_, _>>()?,
             min_sequence: head.min_sequence,
             max_sequence: head.sequence,
         }))
@@ -416,10 +433,11 @@ pub(crate) struct PartitionKey {
     pub(crate) day: i64,
 }
 
-/// A partition's rows handed to a persist job: deduplicated, sorted by (tags, time).
+/// A partition's rows handed to a persist job: deduplicated, sorted by (tags, time) across
+/// the batches.
 #[derive(Debug)]
 pub(crate) struct PersistRows {
-    pub(crate) batch: RecordBatch,
+    pub(crate) batches: Vec<RecordBatch>,
     pub(crate) min_sequence: u64,
     pub(crate) max_sequence: u64,
 }
@@ -432,8 +450,8 @@ pub struct PartitionRows {
     /// The highest WAL sequence number whose rows are included: orders these rows against
     /// persisted files of the same partition (higher is newer).
     pub max_sequence: u64,
-    /// Sorted by (tags in name order, time), one row per key.
-    pub batch: RecordBatch,
+    /// Sorted by (tags in name order, time) across the batches, one row per key.
+    pub batches: Vec<RecordBatch>,
 }
 
 /// Bytes of the rows of `batch`. Not `get_array_memory_size`: batches decoded from the WAL
@@ -516,7 +534,11 @@ mod tests {
 
     fn total_rows(buffer: &Buffer, schema: &SchemaRef) -> usize {
         let batches = buffer.read("db", "t", schema, i64::MIN, i64::MAX).unwrap();
-        batches.iter().map(|b| b.batch.num_rows()).sum()
+        batches
+            .iter()
+            .flat_map(|p| &p.batches)
+            .map(|b| b.num_rows())
+            .sum()
     }
 
     #[test]
@@ -534,7 +556,10 @@ mod tests {
             .unwrap()
             .expect("not persisting yet");
         assert_eq!((rows.min_sequence, rows.max_sequence), (1, 3));
-        assert_eq!(rows.batch.num_rows(), 3_000);
+        assert_eq!(
+            rows.batches.iter().map(|b| b.num_rows()).sum::<usize>(),
+            3_000
+        );
         assert!(
             buffer.begin_persist(&key).unwrap().is_none(),
             "one job per partition"

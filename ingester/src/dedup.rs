@@ -5,11 +5,12 @@
 //! later write overwrites the fields it names and leaves the others as they were, as InfluxDB
 //! does. The output is sorted by (tags in name order, time).
 
-use arrow::array::{Array, ArrayRef, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::compute::interleave;
 use arrow::datatypes::{DataType, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::row::{RowConverter, SortField};
+use arrow_select::dictionary::garbage_collect_any_dictionary;
 
 use crate::schema::TIME_COLUMN;
 
@@ -20,15 +21,32 @@ use crate::schema::TIME_COLUMN;
 /// With `head_is_deduplicated`, `chunks[0]` is an earlier output of this function: sorted and
 /// without duplicates. Then only the other chunks are sorted and merged into it, so a
 /// partition that gets a few new chunks between queries is not sorted whole again.
+#[cfg(test)]
 pub(crate) fn dedup_sorted(
     schema: &SchemaRef,
     chunks: &[RecordBatch],
     head_is_deduplicated: bool,
 ) -> Result<RecordBatch, ArrowError> {
+    let head_batches = usize::from(head_is_deduplicated);
+    let blocks = dedup_sorted_blocks(schema, chunks, head_batches, usize::MAX)?;
+    arrow::compute::concat_batches(schema, &blocks)
+}
+
+/// [`dedup_sorted`] whose head may be several batches (the first `head_batches` chunks,
+/// together sorted and without duplicates), returning the result in batches of at most
+/// `block_rows` rows, each its own allocation: a query's memory accounting then charges each
+/// batch for its own rows, not for the whole partition as it would for slices of one batch.
+pub(crate) fn dedup_sorted_blocks(
+    schema: &SchemaRef,
+    chunks: &[RecordBatch],
+    head_batches: usize,
+    block_rows: usize,
+) -> Result<Vec<RecordBatch>, ArrowError> {
     let total: usize = chunks.iter().map(|c| c.num_rows()).sum();
     if total == 0 {
-        return Ok(RecordBatch::new_empty(schema.clone()));
+        return Ok(vec![]);
     }
+    let head_is_deduplicated = head_batches > 0;
     let key_columns = key_column_indices(schema);
     let sort_fields = key_columns
         .iter()
@@ -58,8 +76,11 @@ pub(crate) fn dedup_sorted(
             .cmp(&keys.row(*b as usize))
             .then(a.cmp(b))
     };
-    let order: Vec<u32> = if head_is_deduplicated && chunks.len() > 1 {
-        let head_rows = chunks[0].num_rows() as u32;
+    let order: Vec<u32> = if head_is_deduplicated && chunks.len() > head_batches {
+        let head_rows: u32 = chunks[..head_batches]
+            .iter()
+            .map(|c| c.num_rows() as u32)
+            .sum();
         let mut tail: Vec<u32> = (head_rows..total as u32).collect();
         tail.sort_unstable_by(by_key_then_write_order);
         // Merge: on equal keys the head's row goes first, as it was written earlier.
@@ -99,30 +120,45 @@ pub(crate) fn dedup_sorted(
         .iter()
         .map(|&(_, end)| locate(order[end - 1]))
         .collect();
-    let mut columns = Vec::with_capacity(schema.fields().len());
+    let block_rows = block_rows.max(1);
+    let blocks = runs.len().div_ceil(block_rows);
+    let mut block_columns: Vec<Vec<ArrayRef>> =
+        vec![Vec::with_capacity(schema.fields().len()); blocks];
     for i in 0..schema.fields().len() {
         let arrays: Vec<&dyn Array> = chunks.iter().map(|c| c.column(i).as_ref()).collect();
         let has_nulls = arrays.iter().any(|a| a.null_count() > 0);
-        let column = if key_columns.contains(&i) || !has_duplicates || !has_nulls {
-            interleave(&arrays, &last_of_run)?
-        } else {
-            // The latest non-null value of this field within each run, else the latest row.
-            let indices: Vec<(usize, usize)> = runs
-                .iter()
-                .map(|&(s, e)| {
-                    order[s..e]
-                        .iter()
-                        .rev()
-                        .map(|&g| locate(g))
-                        .find(|&(c, r)| arrays[c].is_valid(r))
-                        .unwrap_or_else(|| locate(order[e - 1]))
-                })
-                .collect();
-            interleave(&arrays, &indices)?
-        };
-        columns.push(column);
+        let indices: Vec<(usize, usize)> =
+            if key_columns.contains(&i) || !has_duplicates || !has_nulls {
+                last_of_run.clone()
+            } else {
+                // The latest non-null value of this field within each run, else the latest row.
+                runs.iter()
+                    .map(|&(s, e)| {
+                        order[s..e]
+                            .iter()
+                            .rev()
+                            .map(|&g| locate(g))
+                            .find(|&(c, r)| arrays[c].is_valid(r))
+                            .unwrap_or_else(|| locate(order[e - 1]))
+                    })
+                    .collect()
+            };
+        let is_dictionary = matches!(schema.field(i).data_type(), DataType::Dictionary(..));
+        for (b, block) in indices.chunks(block_rows).enumerate() {
+            let column = interleave(&arrays, block)?;
+            // Interleaving may concatenate every input dictionary instead of merging them;
+            // one copy per block would multiply the partition's memory.
+            let column = match column.as_any_dictionary_opt() {
+                Some(d) if is_dictionary && blocks > 1 => garbage_collect_any_dictionary(d)?,
+                _ => column,
+            };
+            block_columns[b].push(column);
+        }
     }
-    RecordBatch::try_new(schema.clone(), columns)
+    block_columns
+        .into_iter()
+        .map(|columns| RecordBatch::try_new(schema.clone(), columns))
+        .collect()
 }
 
 /// Tag columns in name order, then `time`: the primary key and sort order.
@@ -300,5 +336,28 @@ pub(crate) mod tests {
             let merged = dedup_sorted(&schema, &incremental, true).unwrap();
             assert_eq!(rows(&merged), rows(&all_at_once), "split at {split}");
         }
+    }
+
+    #[test]
+    fn blocks_and_a_head_of_several_batches_give_the_same_rows() {
+        let first = batch(&[("a", 1, Some(1.0), None), ("b", 1, Some(2.0), None)]);
+        let second = batch(&[("c", 1, Some(3.0), None), ("d", 1, Some(4.0), None)]);
+        let newer = batch(&[("b", 1, None, Some(5.0)), ("e", 1, Some(6.0), None)]);
+        let schema = first.schema();
+        // The head: two sorted, deduplicated batches.
+        let blocks = dedup_sorted_blocks(
+            &schema,
+            &[first.clone(), second.clone(), newer.clone()],
+            2,
+            2,
+        )
+        .unwrap();
+        assert_eq!(
+            blocks.iter().map(|b| b.num_rows()).collect::<Vec<_>>(),
+            [2, 2, 1]
+        );
+        let whole = dedup_sorted(&schema, &[first, second, newer], false).unwrap();
+        let joined = arrow::compute::concat_batches(&schema, &blocks).unwrap();
+        assert_eq!(rows(&joined), rows(&whole));
     }
 }

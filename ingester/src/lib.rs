@@ -633,7 +633,7 @@ mod tests {
                 .read_table("db", table, &schema, i64::MIN, i64::MAX)
                 .unwrap()
                 .into_iter()
-                .map(|p| p.batch)
+                .flat_map(|p| p.batches)
                 .collect();
             pretty_format_batches(&batches).unwrap().to_string()
         }

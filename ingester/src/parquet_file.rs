@@ -66,11 +66,18 @@ fn properties(schema: &SchemaRef) -> Result<WriterProperties> {
 
 /// Encodes a sorted, deduplicated partition as a Parquet file. CPU work: call it off the
 /// async runtime.
-pub(crate) fn encode_partition(batch: &RecordBatch) -> Result<Vec<u8>> {
+pub(crate) fn encode_partition(batches: &[RecordBatch]) -> Result<Vec<u8>> {
+    let Some(first) = batches.first() else {
+        return Err(parquet::errors::ParquetError::General(
+            "a partition file needs at least one batch".into(),
+        ));
+    };
+    let schema = first.schema();
     let mut out = Vec::with_capacity(1 << 20);
-    let mut writer =
-        ArrowWriter::try_new(&mut out, batch.schema(), Some(properties(&batch.schema())?))?;
-    writer.write(batch)?;
+    let mut writer = ArrowWriter::try_new(&mut out, schema.clone(), Some(properties(&schema)?))?;
+    for batch in batches {
+        writer.write(batch)?;
+    }
     // `close` writes the footer once; `finish` + `into_inner` would write it twice.
     writer.close()?;
     Ok(out)
@@ -104,7 +111,7 @@ mod tests {
     #[test]
     fn partition_files_record_their_sort_order_and_carry_a_page_index() {
         let sorted = partition();
-        let bytes = Bytes::from(encode_partition(&sorted).unwrap());
+        let bytes = Bytes::from(encode_partition(std::slice::from_ref(&sorted)).unwrap());
         let metadata = ParquetMetaDataReader::new()
             .with_page_index_policy(PageIndexPolicy::Required)
             .parse_and_finish(&bytes)
@@ -136,7 +143,7 @@ mod tests {
     #[test]
     fn partition_files_read_back_with_the_data_model_types_and_rows() {
         let sorted = partition();
-        let bytes = Bytes::from(encode_partition(&sorted).unwrap());
+        let bytes = Bytes::from(encode_partition(std::slice::from_ref(&sorted)).unwrap());
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
             .unwrap()
             .build()

@@ -373,20 +373,23 @@ impl Ingester {
             return Ok(None);
         };
         let table_id = table.id;
-        let row_count = rows.batch.num_rows() as u64;
+        let row_count: u64 = rows.batches.iter().map(|b| b.num_rows() as u64).sum();
         let (min_sequence, max_sequence) = (rows.min_sequence, rows.max_sequence);
         let (bytes, min_time_ns, max_time_ns) = tokio::task::spawn_blocking(move || {
-            let time = rows
-                .batch
-                .column_by_name(TIME_COLUMN)
-                .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>())
-                .ok_or_else(|| {
-                    PersistError::Arrow(ArrowError::SchemaError("no time column".into()))
-                })?;
-            let (min_time, max_time) = (min(time), max(time));
-            debug_assert_eq!(time.null_count(), 0);
-            let bytes = encode_partition(&rows.batch).map_err(PersistError::Parquet)?;
-            Ok::<_, PersistError>((bytes, min_time.unwrap_or(0), max_time.unwrap_or(0)))
+            let (mut min_time, mut max_time) = (i64::MAX, i64::MIN);
+            for batch in &rows.batches {
+                let time = batch
+                    .column_by_name(TIME_COLUMN)
+                    .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>())
+                    .ok_or_else(|| {
+                        PersistError::Arrow(ArrowError::SchemaError("no time column".into()))
+                    })?;
+                debug_assert_eq!(time.null_count(), 0);
+                min_time = min_time.min(min(time).unwrap_or(i64::MAX));
+                max_time = max_time.max(max(time).unwrap_or(i64::MIN));
+            }
+            let bytes = encode_partition(&rows.batches).map_err(PersistError::Parquet)?;
+            Ok::<_, PersistError>((bytes, min_time, max_time))
         })
         .await
         .map_err(PersistError::Task)??;

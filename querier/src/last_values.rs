@@ -149,7 +149,7 @@ impl LastValues {
 
         let mut candidates = Vec::new();
         for p in buffered {
-            let rows = take_run_ends(&p.batch, &tags)?;
+            let rows = take_run_ends(&concat_batches(&self.schema, &p.batches)?, &tags)?;
             candidates.push(with_order(&rows, &ordered, p.max_sequence)?);
         }
         for f in snapshot.table_files(self.table.id) {

@@ -60,8 +60,10 @@ pub struct BufferedPartition {
     /// Highest WAL sequence number whose rows are included; orders the rows against the
     /// partition's files (higher is newer).
     pub max_sequence: u64,
-    /// Sorted by (tags in name order, time), one row per key, of the table's schema.
-    pub batch: RecordBatch,
+    /// Sorted by (tags in name order, time) across the batches, one row per key, of the
+    /// table's schema. Each batch should be its own allocation (not a slice of a larger one):
+    /// DataFusion charges a batch's whole buffers against the query memory pool.
+    pub batches: Vec<RecordBatch>,
 }
 
 /// Reads the unpersisted rows of a table. In-process this is the ingester's buffer; in

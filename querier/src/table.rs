@@ -120,7 +120,13 @@ impl Source {
     fn range(&self) -> (i64, i64) {
         match self {
             Self::File(f) => (f.file.min_time_ns, f.file.max_time_ns),
-            Self::Buffer(b) => buffer_time_range(&b.batch),
+            Self::Buffer(b) => b
+                .batches
+                .iter()
+                .map(buffer_time_range)
+                .fold((i64::MAX, i64::MIN), |(lo, hi), (l, h)| {
+                    (lo.min(l), hi.max(h))
+                }),
         }
     }
 
@@ -201,7 +207,7 @@ impl TableProvider for Table {
                 }
                 match group.pop().expect("groups are not empty") {
                     Source::File(f) => plain_files.push(f),
-                    Source::Buffer(b) => plain_buffer.push(b.batch),
+                    Source::Buffer(b) => plain_buffer.extend(b.batches),
                 }
             }
         }
@@ -371,9 +377,17 @@ impl Table {
                         .with_partition_values(vec![ScalarValue::Int64(Some(order))]),
                 ),
                 Source::Buffer(b) => {
-                    let mut columns: Vec<ArrayRef> = b.batch.columns().to_vec();
-                    columns.push(Arc::new(Int64Array::from_value(order, b.batch.num_rows())));
-                    buffers.push(RecordBatch::try_new(Arc::clone(&full_schema), columns)?);
+                    // One sorted sequence of batches: one memory partition.
+                    let ordered = b
+                        .batches
+                        .iter()
+                        .map(|batch| {
+                            let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+                            columns.push(Arc::new(Int64Array::from_value(order, batch.num_rows())));
+                            RecordBatch::try_new(Arc::clone(&full_schema), columns)
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    buffers.push(ordered);
                 }
             }
         }
@@ -397,9 +411,9 @@ impl Table {
                     .build();
             inputs.push(DataSourceExec::from_data_source(config));
         }
-        for batch in buffers {
+        for batches in buffers {
             let memory = MemorySourceConfig::try_new(
-                &[vec![batch]],
+                &[batches],
                 Arc::clone(&full_schema),
                 Some(read.clone()),
             )?

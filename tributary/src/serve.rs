@@ -34,7 +34,7 @@ impl BufferReader for LocalBuffer {
             .map(|p| BufferedPartition {
                 day: p.day,
                 max_sequence: p.max_sequence,
-                batch: p.batch,
+                batches: p.batches,
             })
             .collect())
     }
