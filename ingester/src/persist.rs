@@ -466,3 +466,155 @@ impl std::fmt::Display for DisplayChain<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use async_trait::async_trait;
+    use catalog::{Catalog, CatalogLimits, SqliteCatalog};
+    use futures::stream::BoxStream;
+    use object_store::memory::InMemory;
+    use object_store::{
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta,
+        PutMultipartOptions, PutOptions, PutResult,
+    };
+
+    use super::*;
+    use crate::{IngesterConfig, Precision, WriteRequest};
+
+    /// An object store whose uploads fail while `down` is set.
+    #[derive(Debug, Default)]
+    struct FlakyStore {
+        inner: InMemory,
+        down: AtomicBool,
+    }
+
+    impl std::fmt::Display for FlakyStore {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("FlakyStore")
+        }
+    }
+
+    #[async_trait]
+    impl ObjectStore for FlakyStore {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> object_store::Result<PutResult> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(object_store::Error::Generic {
+                    store: "FlakyStore",
+                    source: "the store is down".into(),
+                });
+            }
+            self.inner.put_opts(location, payload, opts).await
+        }
+
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+
+        async fn get_opts(
+            &self,
+            location: &Path,
+            options: GetOptions,
+        ) -> object_store::Result<GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, object_store::Result<Path>>,
+        ) -> BoxStream<'static, object_store::Result<Path>> {
+            self.inner.delete_stream(locations)
+        }
+
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> object_store::Result<ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+
+        async fn copy_opts(
+            &self,
+            from: &Path,
+            to: &Path,
+            options: CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_upload_keeps_the_rows_buffered_and_a_retry_persists_them_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog: Arc<dyn Catalog> = Arc::new(
+            SqliteCatalog::open(&dir.path().join("catalog.sqlite"), CatalogLimits::default())
+                .unwrap(),
+        );
+        let store = Arc::new(FlakyStore::default());
+        store.down.store(true, Ordering::SeqCst);
+        let config = IngesterConfig {
+            wal_dir: dir.path().join("wal"),
+            ..IngesterConfig::default()
+        };
+        let ingester = Ingester::new(
+            config,
+            Arc::clone(&catalog),
+            ObjectStorage::remote(Arc::clone(&store) as Arc<dyn ObjectStore>),
+            &mut Registry::default(),
+        )
+        .unwrap();
+        ingester
+            .write(WriteRequest {
+                database: "db".into(),
+                body: bytes::Bytes::from_static(b"m,t=a f=1 1\nm,t=b f=2 2"),
+                precision: Precision::Nanosecond,
+                accept_partial: true,
+                no_sync: false,
+            })
+            .await
+            .unwrap();
+        let key = ingester.inner.buffer.all_partitions().pop().unwrap();
+
+        let err = ingester.persist_partition(&key).await.unwrap_err();
+        assert!(matches!(err, PersistError::Upload { .. }), "{err}");
+        let table = catalog
+            .snapshot()
+            .database("db")
+            .unwrap()
+            .table("m")
+            .unwrap()
+            .id;
+        assert!(catalog.snapshot().table_files(table).is_empty());
+        assert_eq!(
+            ingester.inner.buffer.all_partitions(),
+            vec![key.clone()],
+            "the rows stay buffered and the partition can be persisted again"
+        );
+
+        store.down.store(false, Ordering::SeqCst);
+        assert!(ingester.persist_partition(&key).await.unwrap());
+        let snapshot = catalog.snapshot();
+        let files = snapshot.table_files(table);
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].file.row_count, 2);
+        assert!(ingester.inner.buffer.all_partitions().is_empty());
+        assert_eq!(ingester.inner.buffer.size_bytes(), 0);
+    }
+}
