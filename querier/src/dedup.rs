@@ -24,6 +24,7 @@ use datafusion::physical_expr::{
     EquivalenceProperties, LexOrdering, OrderingRequirements, PhysicalExpr,
 };
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, Partitioning, PlanProperties,
@@ -44,6 +45,7 @@ pub(crate) struct DeduplicateExec {
     /// Indices of the key columns in the input schema.
     key_columns: Vec<usize>,
     properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl DeduplicateExec {
@@ -67,6 +69,7 @@ impl DeduplicateExec {
             ordering,
             key_columns,
             properties: Arc::new(properties),
+            metrics: ExecutionPlanMetricsSet::new(),
         }
     }
 }
@@ -113,6 +116,10 @@ impl ExecutionPlan for DeduplicateExec {
         vec![false]
     }
 
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
     fn replace_children(
         self: Arc<Self>,
         mut children: Vec<Arc<dyn ExecutionPlan>>,
@@ -143,18 +150,34 @@ impl ExecutionPlan for DeduplicateExec {
     ) -> Result<SendableRecordBatchStream> {
         let input = self.input.execute(partition, context)?;
         let deduplicator = Deduplicator::new(self.schema(), self.key_columns.clone())?;
-        let stream = futures::stream::unfold(Some((input, deduplicator)), |state| async move {
-            let (mut input, mut deduplicator) = state?;
+        let metrics = BaselineMetrics::new(&self.metrics, partition);
+        let state = Some((input, deduplicator, metrics));
+        let stream = futures::stream::unfold(state, |state| async move {
+            let (mut input, mut deduplicator, metrics) = state?;
             loop {
-                match input.next().await {
-                    Some(Ok(batch)) => match deduplicator.push(batch) {
-                        Ok(Some(out)) => return Some((Ok(out), Some((input, deduplicator)))),
-                        Ok(None) => continue,
-                        Err(e) => return Some((Err(e), None)),
-                    },
+                let result = match input.next().await {
+                    Some(Ok(batch)) => {
+                        let _timer = metrics.elapsed_compute().timer();
+                        match deduplicator.push(batch) {
+                            Ok(Some(out)) => Ok(out),
+                            Ok(None) => continue,
+                            Err(e) => return Some((Err(e), None)),
+                        }
+                    }
                     Some(Err(e)) => return Some((Err(e), None)),
-                    None => return deduplicator.finish().transpose().map(|r| (r, None)),
+                    None => {
+                        let _timer = metrics.elapsed_compute().timer();
+                        let last = deduplicator.finish().transpose()?;
+                        if let Ok(batch) = &last {
+                            metrics.record_output(batch.num_rows());
+                        }
+                        return Some((last, None));
+                    }
+                };
+                if let Ok(batch) = &result {
+                    metrics.record_output(batch.num_rows());
                 }
+                return Some((result, Some((input, deduplicator, metrics))));
             }
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
