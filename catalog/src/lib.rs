@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 pub use model::{
     CatalogSnapshot, ColumnType, DatabaseId, DatabaseSchema, NewParquetFile, ParquetFile,
-    ParquetFileId, SchemaChanges, TIME_COLUMN, TableId, TableSchema, partition_date,
+    ParquetFileId, SchemaChanges, TIME_COLUMN, TableId, TableSchema, partition_date, sorted_tags,
     validate_database_name,
 };
 pub use sqlite::SqliteCatalog;

@@ -147,9 +147,23 @@ pub struct TableSchema {
     pub name: Arc<str>,
     /// Columns by name, `time` included.
     pub columns: BTreeMap<Arc<str>, ColumnType>,
+    /// Tags in the order rows are sorted by (before `time`), chosen when the table was created;
+    /// tags added later sort after these, by name. Empty: all tags by name.
+    pub sort_key: Vec<Arc<str>>,
 }
 
 impl TableSchema {
+    /// The table's tags in sort order (see [`sorted_tags`]).
+    pub fn sorted_tags(&self) -> Vec<&str> {
+        sorted_tags(
+            self.columns
+                .iter()
+                .filter(|(_, t)| **t == ColumnType::Tag)
+                .map(|(n, _)| n.as_ref()),
+            &self.sort_key,
+        )
+    }
+
     pub fn column_type(&self, name: &str) -> Option<ColumnType> {
         self.columns.get(name).copied()
     }
@@ -163,6 +177,26 @@ impl TableSchema {
                 .collect::<Vec<_>>(),
         ))
     }
+}
+
+/// `tags` in sort order: those named in `sort_key` first, in its order, then the others by
+/// name. A file or buffer chunk that lacks some tags is still sorted by this order (a missing
+/// tag is null in every row), so the order holds across files written before a tag appeared.
+pub fn sorted_tags<'a>(
+    tags: impl IntoIterator<Item = &'a str>,
+    sort_key: &[Arc<str>],
+) -> Vec<&'a str> {
+    let mut tags: Vec<&str> = tags.into_iter().collect();
+    tags.sort_by_key(|t| {
+        (
+            sort_key
+                .iter()
+                .position(|k| k.as_ref() == *t)
+                .unwrap_or(usize::MAX),
+            *t,
+        )
+    });
+    tags
 }
 
 /// A live database and its tables.
@@ -239,6 +273,8 @@ pub struct SchemaChanges {
     pub database: String,
     /// Table name -> columns it needs (name -> type). `time` is added to new tables implicitly.
     pub tables: BTreeMap<String, BTreeMap<String, ColumnType>>,
+    /// For tables this creates: the tag order rows are sorted by ([`TableSchema::sort_key`]).
+    pub sort_keys: BTreeMap<String, Vec<String>>,
 }
 
 impl SchemaChanges {
@@ -246,6 +282,7 @@ impl SchemaChanges {
         Self {
             database: database.into(),
             tables: BTreeMap::new(),
+            sort_keys: BTreeMap::new(),
         }
     }
 
@@ -278,6 +315,16 @@ pub fn validate_database_name(name: &str) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tags_sort_by_the_key_then_by_name() {
+        let key: Vec<Arc<str>> = vec!["host".into(), "dc".into()];
+        assert_eq!(
+            sorted_tags(["arch", "dc", "host", "zone", "az"], &key),
+            ["host", "dc", "arch", "az", "zone"]
+        );
+        assert_eq!(sorted_tags(["b", "a"], &[]), ["a", "b"]);
+    }
 
     #[test]
     fn partition_dates_are_utc_calendar_days() {

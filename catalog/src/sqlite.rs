@@ -26,6 +26,8 @@ CREATE TABLE IF NOT EXISTS tables (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     database_id INTEGER NOT NULL REFERENCES databases(id),
     name TEXT NOT NULL,
+    -- JSON array of tag names: the order rows are sorted by (see TableSchema::sort_key).
+    sort_key TEXT,
     UNIQUE (database_id, name)
 );
 CREATE TABLE IF NOT EXISTS columns (
@@ -86,6 +88,7 @@ impl SqliteCatalog {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
+        migrate(&conn).map_err(open_err)?;
         let snapshot = load_snapshot(&conn)?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -336,18 +339,24 @@ impl Inner {
                 tables: BTreeMap::new(),
             });
         {
-            let mut insert_table =
-                tx.prepare_cached("INSERT INTO tables (database_id, name) VALUES (?1, ?2)")?;
+            let mut insert_table = tx.prepare_cached(
+                "INSERT INTO tables (database_id, name, sort_key) VALUES (?1, ?2, ?3)",
+            )?;
             let mut insert_column = tx.prepare_cached(
                 "INSERT INTO columns (table_id, name, column_type) VALUES (?1, ?2, ?3)",
             )?;
             for (table, columns) in new_tables {
-                insert_table.execute(params![db_id.0, table])?;
+                let sort_key: Vec<String> =
+                    changes.sort_keys.get(table).cloned().unwrap_or_default();
+                let sort_key_json =
+                    serde_json::to_string(&sort_key).expect("a list of strings serialises");
+                insert_table.execute(params![db_id.0, table, sort_key_json])?;
                 let table_id = TableId(tx.last_insert_rowid());
                 let mut schema = TableSchema {
                     id: table_id,
                     name: table.into(),
                     columns: BTreeMap::new(),
+                    sort_key: sort_key.into_iter().map(Arc::from).collect(),
                 };
                 for (column, column_type) in columns {
                     insert_column.execute(params![table_id.0, column, column_type.as_str()])?;
@@ -371,6 +380,18 @@ impl Inner {
         *self.snapshot.write() = Arc::clone(&next);
         Ok(next)
     }
+}
+
+/// Brings a catalog file written by an older version up to [`SCHEMA`].
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let has_sort_key: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('tables') WHERE name = 'sort_key'")?
+        .exists([])?;
+    if !has_sort_key {
+        // Tables created before sort keys existed sort their tags by name: an empty key.
+        conn.execute("ALTER TABLE tables ADD COLUMN sort_key TEXT", [])?;
+    }
+    Ok(())
 }
 
 fn load_snapshot(conn: &Connection) -> Result<CatalogSnapshot> {
@@ -402,16 +423,20 @@ fn load_snapshot(conn: &Connection) -> Result<CatalogSnapshot> {
         );
     }
     let mut tables: BTreeMap<i64, (i64, TableSchema)> = BTreeMap::new();
-    let mut stmt = conn.prepare("SELECT id, database_id, name FROM tables")?;
+    let mut stmt = conn.prepare("SELECT id, database_id, name, sort_key FROM tables")?;
     let rows = stmt.query_map([], |r| {
         Ok((
             r.get::<_, i64>(0)?,
             r.get::<_, i64>(1)?,
             r.get::<_, String>(2)?,
+            r.get::<_, Option<String>>(3)?,
         ))
     })?;
     for row in rows {
-        let (id, db_id, name) = row?;
+        let (id, db_id, name, sort_key) = row?;
+        let sort_key: Vec<String> = sort_key
+            .and_then(|k| serde_json::from_str(&k).ok())
+            .unwrap_or_default();
         if by_id.contains_key(&db_id) {
             tables.insert(
                 id,
@@ -421,6 +446,7 @@ fn load_snapshot(conn: &Connection) -> Result<CatalogSnapshot> {
                         id: TableId(id),
                         name: name.into(),
                         columns: BTreeMap::new(),
+                        sort_key: sort_key.into_iter().map(Arc::from).collect(),
                     },
                 ),
             );
@@ -690,6 +716,43 @@ mod tests {
             min_sequence: sequences.0,
             max_sequence: sequences.1,
         }
+    }
+
+    #[tokio::test]
+    async fn a_catalog_from_before_sort_keys_opens_with_tags_sorted_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.sqlite");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE databases (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, \
+                 deleted INTEGER NOT NULL DEFAULT 0, deleted_wal_cutoff INTEGER);
+                 CREATE TABLE tables (id INTEGER PRIMARY KEY AUTOINCREMENT, database_id INTEGER NOT NULL, \
+                 name TEXT NOT NULL, UNIQUE (database_id, name));
+                 CREATE TABLE columns (id INTEGER PRIMARY KEY AUTOINCREMENT, table_id INTEGER NOT NULL, \
+                 name TEXT NOT NULL, column_type TEXT NOT NULL, UNIQUE (table_id, name));
+                 INSERT INTO databases (name) VALUES ('db');
+                 INSERT INTO tables (database_id, name) VALUES (1, 'cpu');
+                 INSERT INTO columns (table_id, name, column_type) VALUES (1, 'host', 'tag');",
+            )
+            .unwrap();
+        }
+        let cat = SqliteCatalog::open(&path, CatalogLimits::default()).unwrap();
+        let table = Arc::clone(cat.snapshot().database("db").unwrap().table("cpu").unwrap());
+        assert!(table.sort_key.is_empty());
+        let mut changes = changes(
+            "db",
+            "mem",
+            &[("b", ColumnType::Tag), ("a", ColumnType::Tag)],
+        );
+        changes
+            .sort_keys
+            .insert("mem".into(), vec!["b".into(), "a".into()]);
+        cat.apply(changes).await.unwrap();
+        drop(cat);
+        let cat = SqliteCatalog::open(&path, CatalogLimits::default()).unwrap();
+        let mem = Arc::clone(cat.snapshot().database("db").unwrap().table("mem").unwrap());
+        assert_eq!(mem.sorted_tags(), ["b", "a"]);
     }
 
     #[tokio::test]

@@ -61,6 +61,9 @@ struct PartitionBuffer {
     /// Set while a persist job writes the head chunk, which holds the rows of entries up to
     /// this sequence number.
     persisting_through: Option<u64>,
+    /// The table's sort key ([`catalog::TableSchema::sort_key`]) when the partition was made;
+    /// it never changes for a table.
+    sort_key: Arc<[Arc<str>]>,
 }
 
 #[derive(Debug, Clone)]
@@ -89,9 +92,10 @@ impl Buffer {
         sequence: u64,
         database: &str,
         table: &str,
+        sort_key: &Arc<[Arc<str>]>,
         batch: RecordBatch,
     ) -> Result<(), ArrowError> {
-        self.apply_unpersisted(sequence, database, table, batch, |_| false)
+        self.apply_unpersisted(sequence, database, table, sort_key, batch, |_| false)
     }
 
     /// [`Buffer::apply`] without the rows of days for which `persisted(day)` says this entry's
@@ -101,6 +105,7 @@ impl Buffer {
         sequence: u64,
         database: &str,
         table: &str,
+        sort_key: &Arc<[Arc<str>]>,
         batch: RecordBatch,
         persisted: impl Fn(i64) -> bool,
     ) -> Result<(), ArrowError> {
@@ -142,6 +147,7 @@ impl Buffer {
                             deduplicated,
                             dedup_lock: Arc::default(),
                             persisting_through: None,
+                            sort_key: Arc::clone(sort_key),
                         },
                     );
                 }
@@ -227,7 +233,7 @@ impl Buffer {
         };
         let _dedup = dedup_lock.lock();
         // Look again: the reader we waited for may have done the work.
-        let (chunks, schema, persisting) = {
+        let (chunks, schema, persisting, sort_key) = {
             let tables = self.tables.read();
             let Some(p) = tables.get(key).and_then(|t| t.partitions.get(&day)) else {
                 return Ok(None);
@@ -239,6 +245,7 @@ impl Buffer {
                 p.chunks.clone(),
                 Arc::clone(&p.schema),
                 p.persisting_through.is_some(),
+                Arc::clone(&p.sort_key),
             )
         };
         let conformed = chunks
@@ -251,7 +258,7 @@ impl Buffer {
         } else {
             0
         };
-        let merged = dedup_sorted_blocks(&schema, &conformed, head_batches, BLOCK_ROWS)?;
+        let merged = dedup_sorted_blocks(&schema, &conformed, head_batches, BLOCK_ROWS, &sort_key)?;
         let merged_sequence = chunks.last().expect("partitions are never empty").sequence;
         if persisting {
             // The head chunk is being persisted and must stay apart; keep the result for this
@@ -370,6 +377,7 @@ impl Buffer {
                 .collect::<Result<_, _>>()?,
             min_sequence: head.min_sequence,
             max_sequence: head.sequence,
+            sort_key: Arc::clone(&p.sort_key),
         }))
     }
 
@@ -440,6 +448,8 @@ pub(crate) struct PersistRows {
     pub(crate) batches: Vec<RecordBatch>,
     pub(crate) min_sequence: u64,
     pub(crate) max_sequence: u64,
+    /// The order of the rows' tags ([`catalog::TableSchema::sort_key`]).
+    pub(crate) sort_key: Arc<[Arc<str>]>,
 }
 
 /// A partition's deduplicated rows as a query sees them.
@@ -519,6 +529,11 @@ mod tests {
         crate::dedup::tests::batch(&rows)
     }
 
+    /// Tags sorted by name.
+    fn no_key() -> Arc<[Arc<str>]> {
+        Arc::from(Vec::<Arc<str>>::new())
+    }
+
     fn only_schema(buffer: &Buffer) -> SchemaRef {
         let tables = buffer.tables.read();
         let table = tables.values().next().expect("one table");
@@ -546,7 +561,7 @@ mod tests {
         let buffer = Buffer::default();
         for c in 0..3 {
             buffer
-                .apply(c + 1, "db", "t", chunk(c as i64 * 1_000, 1_000))
+                .apply(c + 1, "db", "t", &no_key(), chunk(c as i64 * 1_000, 1_000))
                 .unwrap();
         }
         let schema = only_schema(&buffer);
@@ -567,7 +582,9 @@ mod tests {
         assert!(buffer.all_partitions().is_empty());
 
         // Writes and reads go on while the file is written; reads see old and new rows.
-        buffer.apply(4, "db", "t", chunk(10_000, 1_000)).unwrap();
+        buffer
+            .apply(4, "db", "t", &no_key(), chunk(10_000, 1_000))
+            .unwrap();
         assert_eq!(total_rows(&buffer, &schema), 4_000);
         assert_eq!(buffer.oldest_unpersisted_sequence(), Some(1));
 
@@ -584,7 +601,9 @@ mod tests {
     #[test]
     fn an_aborted_persist_keeps_the_rows() {
         let buffer = Buffer::default();
-        buffer.apply(1, "db", "t", chunk(0, 1_000)).unwrap();
+        buffer
+            .apply(1, "db", "t", &no_key(), chunk(0, 1_000))
+            .unwrap();
         let schema = only_schema(&buffer);
         let key = buffer.all_partitions().pop().unwrap();
         buffer.begin_persist(&key).unwrap().unwrap();
@@ -598,7 +617,7 @@ mod tests {
         let buffer = Buffer::default();
         for c in 0..50 {
             buffer
-                .apply(c + 1, "db", "t", chunk(c as i64 * 1_000, 5_000))
+                .apply(c + 1, "db", "t", &no_key(), chunk(c as i64 * 1_000, 5_000))
                 .unwrap();
         }
         let before = buffer.size_bytes();
@@ -615,7 +634,7 @@ mod tests {
         let buffer = Arc::new(Buffer::default());
         for c in 0..20 {
             buffer
-                .apply(c + 1, "db", "t", chunk(c as i64 * 1_000, 5_000))
+                .apply(c + 1, "db", "t", &no_key(), chunk(c as i64 * 1_000, 5_000))
                 .unwrap();
         }
         let schema = only_schema(&buffer);
@@ -631,7 +650,7 @@ mod tests {
             scope.spawn(move || {
                 for c in 20..30 {
                     writer
-                        .apply(c + 1, "db", "t", chunk(c as i64 * 1_000, 5_000))
+                        .apply(c + 1, "db", "t", &no_key(), chunk(c as i64 * 1_000, 5_000))
                         .unwrap();
                 }
             });

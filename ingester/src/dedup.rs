@@ -5,6 +5,8 @@
 //! later write overwrites the fields it names and leaves the others as they were, as InfluxDB
 //! does. The output is sorted by (tags in name order, time).
 
+use std::sync::Arc;
+
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::compute::interleave;
 use arrow::datatypes::{DataType, SchemaRef};
@@ -28,7 +30,7 @@ pub(crate) fn dedup_sorted(
     head_is_deduplicated: bool,
 ) -> Result<RecordBatch, ArrowError> {
     let head_batches = usize::from(head_is_deduplicated);
-    let blocks = dedup_sorted_blocks(schema, chunks, head_batches, usize::MAX)?;
+    let blocks = dedup_sorted_blocks(schema, chunks, head_batches, usize::MAX, &[])?;
     arrow::compute::concat_batches(schema, &blocks)
 }
 
@@ -36,18 +38,21 @@ pub(crate) fn dedup_sorted(
 /// together sorted and without duplicates), returning the result in batches of at most
 /// `block_rows` rows, each its own allocation: a query's memory accounting then charges each
 /// batch for its own rows, not for the whole partition as it would for slices of one batch.
+///
+/// Rows are sorted by the tags in `sort_key` order (see [`catalog::sorted_tags`]), then time.
 pub(crate) fn dedup_sorted_blocks(
     schema: &SchemaRef,
     chunks: &[RecordBatch],
     head_batches: usize,
     block_rows: usize,
+    sort_key: &[Arc<str>],
 ) -> Result<Vec<RecordBatch>, ArrowError> {
     let total: usize = chunks.iter().map(|c| c.num_rows()).sum();
     if total == 0 {
         return Ok(vec![]);
     }
     let head_is_deduplicated = head_batches > 0;
-    let key_columns = key_column_indices(schema);
+    let key_columns = key_column_indices(schema, sort_key);
     let sort_fields = key_columns
         .iter()
         .map(|&i| SortField::new(schema.field(i).data_type().clone()))
@@ -162,16 +167,16 @@ pub(crate) fn dedup_sorted_blocks(
 }
 
 /// Tag columns in name order, then `time`: the primary key and sort order.
-pub(crate) fn key_column_indices(schema: &SchemaRef) -> Vec<usize> {
-    let mut tags: Vec<(&str, usize)> = schema
+pub(crate) fn key_column_indices(schema: &SchemaRef, sort_key: &[Arc<str>]) -> Vec<usize> {
+    let tags = schema
         .fields()
         .iter()
-        .enumerate()
-        .filter(|(_, f)| matches!(f.data_type(), DataType::Dictionary(_, _)))
-        .map(|(i, f)| (f.name().as_str(), i))
+        .filter(|f| matches!(f.data_type(), DataType::Dictionary(_, _)))
+        .map(|f| f.name().as_str());
+    let mut key: Vec<usize> = catalog::sorted_tags(tags, sort_key)
+        .into_iter()
+        .map(|t| schema.index_of(t).expect("a field of this schema"))
         .collect();
-    tags.sort();
-    let mut key: Vec<usize> = tags.into_iter().map(|(_, i)| i).collect();
     if let Ok(time) = schema.index_of(TIME_COLUMN) {
         key.push(time);
     }
@@ -350,6 +355,7 @@ pub(crate) mod tests {
             &[first.clone(), second.clone(), newer.clone()],
             2,
             2,
+            &[],
         )
         .unwrap();
         assert_eq!(

@@ -233,6 +233,19 @@ impl Metrics {
     }
 }
 
+/// The sort key of a table in `snapshot` (empty, i.e. tags by name, if it is unknown).
+fn sort_key_of(
+    snapshot: &catalog::CatalogSnapshot,
+    database: &str,
+    table: &str,
+) -> Arc<[Arc<str>]> {
+    snapshot
+        .database(database)
+        .and_then(|db| db.table(table))
+        .map(|t| Arc::from(t.sort_key.clone()))
+        .unwrap_or_else(|| Arc::from(Vec::new()))
+}
+
 /// Applies WAL entries to the buffer in sequence order, whatever order their writers finish in.
 #[derive(Debug)]
 struct ApplyQueue {
@@ -296,11 +309,17 @@ impl Ingester {
                             .unwrap_or_default()
                     });
                 let is_persisted = |day: i64| through.get(&day).is_some_and(|&s| seq.0 <= s);
+                let sort_key = sort_key_of(&snapshot, &t.database, &t.table);
                 // An entry the buffer cannot take passed its CRC, so it is not a torn write;
                 // losing it is better than never starting again.
-                if let Err(e) =
-                    buffer.apply_unpersisted(seq.0, &t.database, &t.table, t.batch, is_persisted)
-                {
+                if let Err(e) = buffer.apply_unpersisted(
+                    seq.0,
+                    &t.database,
+                    &t.table,
+                    &sort_key,
+                    t.batch,
+                    is_persisted,
+                ) {
                     tracing::error!(sequence = seq.0, db = %t.database, table = %t.table, error = %e, "skipping a WAL entry the buffer cannot take");
                 }
             }
@@ -506,7 +525,12 @@ impl Ingester {
                 if snapshot.is_deleted_data(&t.database, applying) {
                     continue;
                 }
-                if let Err(e) = inner.buffer.apply(applying, &t.database, &t.table, t.batch) {
+                let sort_key = sort_key_of(&snapshot, &t.database, &t.table);
+                if let Err(e) =
+                    inner
+                        .buffer
+                        .apply(applying, &t.database, &t.table, &sort_key, t.batch)
+                {
                     tracing::error!(sequence = applying, db = %t.database, table = %t.table, error = %e, "cannot apply a WAL entry to the buffer");
                     if applying == sequence.0 {
                         result = Err(e);

@@ -7,6 +7,8 @@
 //! writes page-level statistics and the page index so queries can skip pages by tag and time.
 //! The Arrow schema is embedded, so tags read back as `Dictionary(Int32, Utf8)`.
 
+use std::sync::Arc;
+
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
 use parquet::arrow::ArrowWriter;
@@ -27,8 +29,8 @@ const TAG_BLOOM_NDV: u64 = 1_000;
 const PAGE_ROWS: usize = 8 * 1024;
 
 /// Writer settings for a partition file with this schema.
-fn properties(schema: &SchemaRef) -> Result<WriterProperties> {
-    let sorting: Vec<SortingColumn> = key_column_indices(schema)
+fn properties(schema: &SchemaRef, sort_key: &[Arc<str>]) -> Result<WriterProperties> {
+    let sorting: Vec<SortingColumn> = key_column_indices(schema, sort_key)
         .into_iter()
         .map(|i| SortingColumn {
             column_idx: i as i32,
@@ -66,7 +68,7 @@ fn properties(schema: &SchemaRef) -> Result<WriterProperties> {
 
 /// Encodes a sorted, deduplicated partition as a Parquet file. CPU work: call it off the
 /// async runtime.
-pub(crate) fn encode_partition(batches: &[RecordBatch]) -> Result<Vec<u8>> {
+pub(crate) fn encode_partition(batches: &[RecordBatch], sort_key: &[Arc<str>]) -> Result<Vec<u8>> {
     let Some(first) = batches.first() else {
         return Err(parquet::errors::ParquetError::General(
             "a partition file needs at least one batch".into(),
@@ -74,7 +76,11 @@ pub(crate) fn encode_partition(batches: &[RecordBatch]) -> Result<Vec<u8>> {
     };
     let schema = first.schema();
     let mut out = Vec::with_capacity(1 << 20);
-    let mut writer = ArrowWriter::try_new(&mut out, schema.clone(), Some(properties(&schema)?))?;
+    let mut writer = ArrowWriter::try_new(
+        &mut out,
+        schema.clone(),
+        Some(properties(&schema, sort_key)?),
+    )?;
     for batch in batches {
         writer.write(batch)?;
     }
@@ -111,7 +117,7 @@ mod tests {
     #[test]
     fn partition_files_record_their_sort_order_and_carry_a_page_index() {
         let sorted = partition();
-        let bytes = Bytes::from(encode_partition(std::slice::from_ref(&sorted)).unwrap());
+        let bytes = Bytes::from(encode_partition(std::slice::from_ref(&sorted), &[]).unwrap());
         let metadata = ParquetMetaDataReader::new()
             .with_page_index_policy(PageIndexPolicy::Required)
             .parse_and_finish(&bytes)
@@ -143,7 +149,7 @@ mod tests {
     #[test]
     fn partition_files_read_back_with_the_data_model_types_and_rows() {
         let sorted = partition();
-        let bytes = Bytes::from(encode_partition(std::slice::from_ref(&sorted)).unwrap());
+        let bytes = Bytes::from(encode_partition(std::slice::from_ref(&sorted), &[]).unwrap());
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
             .unwrap()
             .build()

@@ -388,7 +388,8 @@ impl Ingester {
                 min_time = min_time.min(min(time).unwrap_or(i64::MAX));
                 max_time = max_time.max(max(time).unwrap_or(i64::MIN));
             }
-            let bytes = encode_partition(&rows.batches).map_err(PersistError::Parquet)?;
+            let bytes =
+                encode_partition(&rows.batches, &rows.sort_key).map_err(PersistError::Parquet)?;
             Ok::<_, PersistError>((bytes, min_time, max_time))
         })
         .await

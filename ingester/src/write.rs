@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
+    ArrayRef, AsArray, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
     StringDictionaryBuilder, TimestampNanosecondBuilder, UInt64Builder,
 };
 use arrow::datatypes::{Int32Type, Schema};
@@ -179,13 +179,18 @@ pub(crate) fn build_write(
         if table.rows == 0 {
             continue;
         }
-        if !table.new_columns.is_empty() || table.schema.is_none() {
+        let is_new = table.schema.is_none();
+        if !table.new_columns.is_empty() || is_new {
             changes
                 .tables
                 .insert(table.name.clone(), table.new_columns.clone());
         }
         let name = table.name.clone();
-        batches.push((name, table.finish()?));
+        let batch = table.finish()?;
+        if is_new {
+            changes.sort_keys.insert(name.clone(), sort_key_of(&batch));
+        }
+        batches.push((name, batch));
     }
     Ok(BuiltWrite {
         tables: batches,
@@ -193,6 +198,26 @@ pub(crate) fn build_write(
         rejected,
         lines_written,
     })
+}
+
+/// The tag order a new table's rows are sorted by: the tags with the most distinct values in
+/// its first write first (ties by name). The most distinct tag usually names the series (a
+/// host, a device), so each series' rows are contiguous and ordered by it, and page and row
+/// group statistics on that tag stay tight enough to skip data.
+fn sort_key_of(batch: &RecordBatch) -> Vec<String> {
+    let mut tags: Vec<(usize, &str)> = batch
+        .schema_ref()
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .filter_map(|(field, column)| {
+            column
+                .as_any_dictionary_opt()
+                .map(|d| (d.values().len(), field.name().as_str()))
+        })
+        .collect();
+    tags.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+    tags.into_iter().map(|(_, name)| name.to_owned()).collect()
 }
 
 struct TableBuilder {
@@ -582,6 +607,7 @@ mod tests {
             id: TableId(1),
             name: Arc::from("cpu"),
             columns,
+            sort_key: vec![],
         };
         let mut tables = BTreeMap::new();
         tables.insert(Arc::from("cpu"), Arc::new(cpu));
@@ -615,6 +641,18 @@ mod tests {
         assert_eq!(cpu["host"], ColumnType::Tag);
         assert_eq!(cpu["usage"], ColumnType::Float);
         assert_eq!(built.changes.tables["mem"]["free"], ColumnType::Integer);
+    }
+
+    #[test]
+    fn a_new_table_sorts_by_its_most_distinct_tags_first() {
+        let built = build(
+            "m,dc=x,host=a f=1 1\nm,dc=x,host=b f=1 2\nm,dc=y,host=c,az=1 f=1 3\n",
+            None,
+        );
+        assert_eq!(built.changes.sort_keys["m"], ["host", "dc", "az"]);
+        // An existing table keeps the key it was created with.
+        let built = build("cpu,host=a,dc=x usage=1 1", Some(&db_with_float_usage()));
+        assert!(built.changes.sort_keys.is_empty());
     }
 
     #[test]

@@ -21,7 +21,7 @@ use arrow::array::{ArrayRef, AsArray, Int64Array, RecordBatch};
 use arrow::compute::{max, min};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampNanosecondType};
 use async_trait::async_trait;
-use catalog::{Catalog, ColumnType, DatabaseSchema, ParquetFile, TIME_COLUMN, TableSchema};
+use catalog::{Catalog, DatabaseSchema, ParquetFile, TIME_COLUMN, TableSchema};
 use datafusion::arrow::compute::SortOptions;
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::common::DFSchema;
@@ -250,15 +250,14 @@ impl Table {
         .await
     }
 
-    /// Primary key: tags in name order, then time (the order files and buffer are sorted in).
+    /// Primary key: tags in the table's sort order, then time (the order files and buffer
+    /// are sorted in).
     fn key_columns(&self) -> Vec<usize> {
         let mut key: Vec<usize> = self
             .table
-            .columns
-            .values()
-            .enumerate()
-            .filter(|(_, t)| **t == ColumnType::Tag)
-            .map(|(i, _)| i)
+            .sorted_tags()
+            .into_iter()
+            .filter_map(|t| self.schema.index_of(t).ok())
             .collect();
         key.extend(self.schema.index_of(TIME_COLUMN).ok());
         key

@@ -12,9 +12,10 @@ Specifies that
   `--persist-interval`, as Parquet objects at `<db>/<table>/<YYYY-MM-DD>/<file-id>.parquet`,
   each listed in `system.parquet_files` with its table, partition, size, row count, time range
   and level 0;
-- every object is valid Parquet that pyarrow reads back: sorted by (tag columns in name
-  order, time) without duplicate keys, with that order recorded as `sorting_columns` in every
-  row group, zstd-compressed, with statistics and a page index on every column, tags
+- every object is valid Parquet that pyarrow reads back: sorted by (every tag column, in the
+  table's sort order, then time) without duplicate keys, with that order recorded as
+  `sorting_columns` in every row group (the table's sort order puts the tags with the most
+  distinct values in its first write first; the same order in every file of the table), zstd-compressed, with statistics and a page index on every column, tags
   dictionary-encoded and typed `dictionary<int32, string>`, `time` `timestamp[ns]`; the
   files of a database hold exactly the rows written to it;
 - queries see buffer and Parquet as one table: results are the same before and after a
@@ -263,7 +264,7 @@ class Model:
 
 
 def row_key_fn(tag_names: list[str], nulls_first: bool = True) -> Callable[[dict], tuple]:
-    """Sort key of a row: tags in name order (a missing tag sorts first), then time."""
+    """Sort key of a row: the tags in the given order (a missing tag sorts first), then time."""
     null = 0 if nulls_first else 2
 
     def key(row: dict) -> tuple:
@@ -459,8 +460,11 @@ def read_parquet_object(data: bytes, listed: dict, tag_names: Iterable[str]) -> 
     )
     assert {utc_day(t) for t in times} == {listed["partition"]}, f"{path}: rows outside partition {listed['partition']}"
 
-    sort_names = file_tags + ["time"]
     leaf_names = [md.schema.column(i).name for i in range(md.num_columns)]
+    sort_names = [leaf_names[c.column_index] for c in md.row_group(0).sorting_columns or []]
+    assert sorted(sort_names[:-1]) == file_tags and sort_names[-1:] == ["time"], (
+        f"{path}: sorted by {sort_names}, expected every tag of the file ({file_tags}) then time"
+    )
     for g in range(md.num_row_groups):
         rg = md.row_group(g)
         sorting = rg.sorting_columns
@@ -482,7 +486,7 @@ def read_parquet_object(data: bytes, listed: dict, tag_names: Iterable[str]) -> 
                     f"{path}: tag {name} is not dictionary-encoded: {col.encodings}"
                 )
     nulls_first = md.row_group(0).sorting_columns[0].nulls_first
-    keys = [row_key_fn(file_tags, nulls_first)(r) for r in rows]
+    keys = [row_key_fn(sort_names[:-1], nulls_first)(r) for r in rows]
     for i in range(1, len(keys)):
         assert keys[i - 1] < keys[i], (
             f"{path}: rows {i - 1} and {i} are {'duplicates' if keys[i - 1] == keys[i] else 'out of order'}: "
