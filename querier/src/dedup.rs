@@ -13,10 +13,11 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array};
+use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
+use arrow::compute::kernels::boolean::or;
+use arrow::compute::kernels::cmp::distinct;
 use arrow::compute::{concat_batches, take};
 use arrow::datatypes::SchemaRef;
-use arrow::row::{RowConverter, SortField};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -149,7 +150,7 @@ impl ExecutionPlan for DeduplicateExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let input = self.input.execute(partition, context)?;
-        let deduplicator = Deduplicator::new(self.schema(), self.key_columns.clone())?;
+        let deduplicator = Deduplicator::new(self.schema(), self.key_columns.clone());
         let metrics = BaselineMetrics::new(&self.metrics, partition);
         let state = Some((input, deduplicator, metrics));
         let stream = futures::stream::unfold(state, |state| async move {
@@ -193,11 +194,30 @@ pub(crate) fn dedup_sorted_batch(
     key_columns: Vec<usize>,
 ) -> Result<RecordBatch> {
     let schema = batch.schema();
-    let mut deduplicator = Deduplicator::new(Arc::clone(&schema), key_columns)?;
+    let mut deduplicator = Deduplicator::new(Arc::clone(&schema), key_columns);
     let mut out = Vec::with_capacity(2);
     out.extend(deduplicator.push(batch.clone())?);
     out.extend(deduplicator.finish()?);
     Ok(concat_batches(&schema, &out)?)
+}
+
+/// Indices `i` (from 1) where row `i` differs from row `i - 1` in any of `keys` (all of
+/// `rows` rows); nulls compare equal to nulls.
+pub(crate) fn key_changes(keys: &[&ArrayRef], rows: usize) -> Result<Vec<usize>> {
+    if rows < 2 {
+        return Ok(vec![]);
+    }
+    let mut changed: Option<BooleanArray> = None;
+    for key in keys {
+        let differs = distinct(&key.slice(0, rows - 1), &key.slice(1, rows - 1))?;
+        changed = Some(match changed {
+            Some(c) => or(&c, &differs)?,
+            None => differs,
+        });
+    }
+    Ok(changed.map_or_else(Vec::new, |c| {
+        c.values().set_indices().map(|i| i + 1).collect()
+    }))
 }
 
 /// The state of one deduplicating stream: the rows of the last key seen, which the next batch
@@ -205,24 +225,16 @@ pub(crate) fn dedup_sorted_batch(
 struct Deduplicator {
     schema: SchemaRef,
     key_columns: Vec<usize>,
-    converter: RowConverter,
     carry: Option<RecordBatch>,
 }
 
 impl Deduplicator {
-    fn new(schema: SchemaRef, key_columns: Vec<usize>) -> Result<Self> {
-        let converter = RowConverter::new(
-            key_columns
-                .iter()
-                .map(|&i| SortField::new(schema.field(i).data_type().clone()))
-                .collect(),
-        )?;
-        Ok(Self {
+    fn new(schema: SchemaRef, key_columns: Vec<usize>) -> Self {
+        Self {
             schema,
             key_columns,
-            converter,
             carry: None,
-        })
+        }
     }
 
     /// Takes the next input batch; returns the merged rows of every key that is complete.
@@ -255,18 +267,9 @@ impl Deduplicator {
 
     /// Row indices where a new key starts.
     fn run_starts(&self, batch: &RecordBatch) -> Result<Vec<usize>> {
-        let keys: Vec<ArrayRef> = self
-            .key_columns
-            .iter()
-            .map(|&i| Arc::clone(batch.column(i)))
-            .collect();
-        let rows = self.converter.convert_columns(&keys)?;
+        let keys: Vec<&ArrayRef> = self.key_columns.iter().map(|&i| batch.column(i)).collect();
         let mut starts = vec![0];
-        for i in 1..batch.num_rows() {
-            if rows.row(i) != rows.row(i - 1) {
-                starts.push(i);
-            }
-        }
+        starts.extend(key_changes(&keys, batch.num_rows())?);
         Ok(starts)
     }
 
@@ -334,7 +337,7 @@ mod tests {
     }
 
     fn run(batches: Vec<RecordBatch>) -> String {
-        let mut d = Deduplicator::new(schema(), vec![0, 1]).unwrap();
+        let mut d = Deduplicator::new(schema(), vec![0, 1]);
         let mut out = Vec::new();
         for b in batches {
             out.extend(d.push(b).unwrap());

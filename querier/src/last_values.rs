@@ -10,14 +10,12 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::{Array, BooleanArray, Int64Array, RecordBatch, new_null_array};
-use arrow::compute::kernels::boolean::or;
-use arrow::compute::kernels::cmp::distinct;
+use arrow::array::{ArrayRef, Int64Array, RecordBatch, new_null_array};
 use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use bytes::Bytes;
-use catalog::{ColumnType, DatabaseSchema, ParquetFile, TIME_COLUMN, TableSchema};
+use catalog::{DatabaseSchema, ParquetFile, TIME_COLUMN, TableSchema};
 use datafusion::catalog::{Session, TableFunctionImpl, TableProvider};
 use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
@@ -30,7 +28,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection};
 
-use crate::dedup::{CHUNK_ORDER, dedup_sorted_batch};
+use crate::dedup::{CHUNK_ORDER, dedup_sorted_batch, key_changes};
 use crate::table::{TableSources, read_buffer};
 
 /// The `last_cache` table function of a session's database.
@@ -116,15 +114,6 @@ impl TableProvider for LastValues {
 }
 
 impl LastValues {
-    fn tag_names(&self) -> Vec<&str> {
-        self.table
-            .columns
-            .iter()
-            .filter(|(_, t)| **t == ColumnType::Tag)
-            .map(|(n, _)| n.as_ref())
-            .collect()
-    }
-
     /// The schema with the chunk order column last.
     fn ordered_schema(&self) -> SchemaRef {
         let mut fields: Vec<Arc<Field>> = self.schema.fields().iter().cloned().collect();
@@ -134,7 +123,7 @@ impl LastValues {
 
     async fn last_rows(&self, state: &dyn Session) -> Result<RecordBatch> {
         let ordered = self.ordered_schema();
-        let tags = self.tag_names();
+        let tags = self.table.sorted_tags();
         // The buffer first, then the catalog, as in a table scan.
         let buffered = read_buffer(
             &self.sources.buffer,
@@ -280,20 +269,14 @@ fn run_ends(batch: &RecordBatch, tags: &[&str]) -> Result<Vec<usize>> {
     if n == 0 {
         return Ok(vec![]);
     }
-    // changed[i]: row i + 1 has other tags than row i (nulls compare equal to nulls).
-    let mut changed: Option<BooleanArray> = None;
-    for tag in tags {
-        let column = batch.column_by_name(tag).expect("tag column");
-        let differs = distinct(&column.slice(0, n - 1), &column.slice(1, n - 1))?;
-        changed = Some(match changed {
-            Some(c) => or(&c, &differs)?,
-            None => differs,
-        });
-    }
-    let mut ends: Vec<usize> = match changed {
-        Some(c) => c.values().set_indices().collect(),
-        None => vec![],
-    };
+    let columns: Vec<&ArrayRef> = tags
+        .iter()
+        .map(|t| batch.column_by_name(t).expect("tag column"))
+        .collect();
+    let mut ends: Vec<usize> = key_changes(&columns, n)?
+        .into_iter()
+        .map(|start| start - 1)
+        .collect();
     ends.push(n - 1);
     Ok(ends)
 }
