@@ -149,7 +149,7 @@ pub struct TableSchema {
     pub columns: BTreeMap<Arc<str>, ColumnType>,
     /// Tags in the order rows are sorted by (before `time`), chosen when the table was created;
     /// tags added later sort after these, by name. Empty: all tags by name.
-    pub sort_key: Vec<Arc<str>>,
+    pub sort_key: Arc<[Arc<str>]>,
 }
 
 impl TableSchema {

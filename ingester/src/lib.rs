@@ -234,7 +234,7 @@ impl Metrics {
 }
 
 /// The sort key of a table in `snapshot` (empty, i.e. tags by name, if it is unknown).
-fn sort_key_of(
+fn table_sort_key(
     snapshot: &catalog::CatalogSnapshot,
     database: &str,
     table: &str,
@@ -242,7 +242,7 @@ fn sort_key_of(
     snapshot
         .database(database)
         .and_then(|db| db.table(table))
-        .map(|t| Arc::from(t.sort_key.clone()))
+        .map(|t| Arc::clone(&t.sort_key))
         .unwrap_or_else(|| Arc::from(Vec::new()))
 }
 
@@ -291,32 +291,34 @@ impl Ingester {
             sequence_floor: snapshot.highest_sequence(),
             ..WalConfig::default()
         };
-        // (database, table) -> per partition day, the sequence its recorded files reach.
-        let mut persisted: HashMap<(String, String), BTreeMap<i64, u64>> = HashMap::new();
+        // (database, table) -> its sort key and, per partition day, the sequence its recorded
+        // files reach.
+        type Replayed = (Arc<[Arc<str>]>, BTreeMap<i64, u64>);
+        let mut tables: HashMap<(String, String), Replayed> = HashMap::new();
         let wal = Wal::open(wal_config, registry, |seq, entry| {
             replayed += 1;
             for t in entry.tables {
                 if snapshot.is_deleted_data(&t.database, seq.0) {
                     continue;
                 }
-                let through = persisted
+                let (sort_key, through) = tables
                     .entry((t.database.clone(), t.table.clone()))
                     .or_insert_with(|| {
-                        snapshot
+                        let through = snapshot
                             .database(&t.database)
                             .and_then(|db| db.table(&t.table))
                             .map(|table| snapshot.persisted_through(table.id))
-                            .unwrap_or_default()
+                            .unwrap_or_default();
+                        (table_sort_key(&snapshot, &t.database, &t.table), through)
                     });
                 let is_persisted = |day: i64| through.get(&day).is_some_and(|&s| seq.0 <= s);
-                let sort_key = sort_key_of(&snapshot, &t.database, &t.table);
                 // An entry the buffer cannot take passed its CRC, so it is not a torn write;
                 // losing it is better than never starting again.
                 if let Err(e) = buffer.apply_unpersisted(
                     seq.0,
                     &t.database,
                     &t.table,
-                    &sort_key,
+                    sort_key,
                     t.batch,
                     is_persisted,
                 ) {
@@ -525,7 +527,7 @@ impl Ingester {
                 if snapshot.is_deleted_data(&t.database, applying) {
                     continue;
                 }
-                let sort_key = sort_key_of(&snapshot, &t.database, &t.table);
+                let sort_key = table_sort_key(&snapshot, &t.database, &t.table);
                 if let Err(e) =
                     inner
                         .buffer
@@ -588,7 +590,7 @@ impl Ingester {
     /// later writes fail.
     pub async fn shutdown(&self) -> Result<(), wal::Error> {
         if let Err(e) = self.persist_everything().await {
-            tracing::warn!(error = %persist::DisplayChain(&e), "some rows were not persisted at shutdown; they will be replayed from the write-ahead log");
+            tracing::warn!(error = %wal::error_chain(&e), "some rows were not persisted at shutdown; they will be replayed from the write-ahead log");
         }
         let wal = self.inner.wal.clone();
         tokio::task::spawn_blocking(move || wal.close())

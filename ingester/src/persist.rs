@@ -254,7 +254,7 @@ impl Ingester {
         let mut retry_after: HashMap<PartitionKey, (Instant, Duration)> = HashMap::new();
         // Segments replayed at start-up may hold only persisted entries.
         if let Err(e) = self.truncate_wal().await {
-            tracing::warn!(error = %DisplayChain(&e), "cannot delete persisted write-ahead log segments");
+            tracing::warn!(error = %wal::error_chain(&e), "cannot delete persisted write-ahead log segments");
         }
         loop {
             tokio::select! {
@@ -283,7 +283,7 @@ impl Ingester {
                             .map_or(Duration::from_secs(1), |(_, b)| {
                                 (*b * 2).min(Duration::from_secs(60))
                             });
-                        tracing::warn!(db = %key.database, table = %key.table, partition = %partition_date(key.day), error = %DisplayChain(&e), retry_in = ?backoff, "persist failed; the rows stay buffered");
+                        tracing::warn!(db = %key.database, table = %key.table, partition = %partition_date(key.day), error = %wal::error_chain(&e), retry_in = ?backoff, "persist failed; the rows stay buffered");
                         retry_after.insert(key, (Instant::now() + backoff, backoff));
                     }
                 }
@@ -300,7 +300,7 @@ impl Ingester {
         let mut result = Ok(());
         for key in self.inner.buffer.all_partitions() {
             if let Err(e) = self.persist_partition(&key).await {
-                tracing::error!(db = %key.database, table = %key.table, partition = %partition_date(key.day), error = %DisplayChain(&e), "cannot persist at shutdown; the rows stay in the write-ahead log");
+                tracing::error!(db = %key.database, table = %key.table, partition = %partition_date(key.day), error = %wal::error_chain(&e), "cannot persist at shutdown; the rows stay in the write-ahead log");
                 result = Err(e);
             }
         }
@@ -450,21 +450,6 @@ impl Ingester {
             .await
             .map_err(PersistError::Task)?
             .map_err(PersistError::Wal)
-    }
-}
-
-/// Shows an error with its sources, for logs.
-pub(crate) struct DisplayChain<'a>(pub(crate) &'a dyn std::error::Error);
-
-impl std::fmt::Display for DisplayChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(s) = source {
-            write!(f, ": {s}")?;
-            source = s.source();
-        }
-        Ok(())
     }
 }
 

@@ -607,7 +607,7 @@ mod tests {
             id: TableId(1),
             name: Arc::from("cpu"),
             columns,
-            sort_key: vec![],
+            sort_key: Arc::from(Vec::new()),
         };
         let mut tables = BTreeMap::new();
         tables.insert(Arc::from("cpu"), Arc::new(cpu));

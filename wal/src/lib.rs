@@ -225,7 +225,7 @@ pub enum Error {
 }
 
 /// Renders an error with its whole `source` chain, for log lines.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut out = error.to_string();
     let mut source = error.source();
     while let Some(e) = source {

@@ -68,14 +68,7 @@ impl ApiError {
 
     /// A 5xx: the client gets `public`, the log gets the whole chain of `e`.
     fn internal(status: StatusCode, public: &str, e: &dyn std::error::Error) -> Self {
-        let mut chain = e.to_string();
-        let mut source = e.source();
-        while let Some(s) = source {
-            chain.push_str(": ");
-            chain.push_str(&s.to_string());
-            source = s.source();
-        }
-        tracing::error!(error = %chain, "{public}");
+        tracing::error!(error = %wal::error_chain(e), "{public}");
         Self::new(status, format!("{public}; see the server log"))
     }
 }
