@@ -603,11 +603,6 @@ impl Ingester {
     fn close_without_persisting(&self) {
         self.inner.wal.close().unwrap();
     }
-
-    /// The object storage persisted files go to.
-    pub fn storage(&self) -> &ObjectStorage {
-        &self.inner.storage
-    }
 }
 
 #[cfg(test)]
