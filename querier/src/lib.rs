@@ -14,7 +14,9 @@
 //! down.
 
 mod dedup;
+pub mod flight;
 mod last_values;
+mod placeholders;
 mod system;
 mod table;
 
@@ -22,7 +24,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use catalog::Catalog;
 use datafusion::catalog::MemoryCatalogProvider;
@@ -33,7 +35,7 @@ use datafusion::execution::context::SQLOptions;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 
 use object_store::ObjectStore;
@@ -144,15 +146,98 @@ pub struct QueryResult {
     pub stream: SendableRecordBatchStream,
 }
 
-/// A value of a `$name` parameter.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ParamValue {
-    Null,
-    Bool(bool),
-    Int(i64),
-    UInt(u64),
-    Float(f64),
-    String(String),
+/// Values for a statement's placeholders (`$name`, `$1`, or `?`, which is read as `$1`, `$2`,
+/// ... in order).
+#[derive(Debug, Clone, Default)]
+pub enum QueryParams {
+    #[default]
+    None,
+    /// `$name` placeholders, keyed without the `$`.
+    Named(HashMap<String, ScalarValue>),
+    /// `$1`, `$2`, ... in order.
+    Positional(Vec<ScalarValue>),
+    /// Columns of a bound parameter row, as Flight SQL clients send them: by name where the
+    /// statement's placeholders have names, by position where they are numbers.
+    Columns(Vec<(String, ScalarValue)>),
+}
+
+impl QueryParams {
+    /// Parameters from a JSON object `{"name": value}`, as the HTTP API and the influxdb3
+    /// clients send them. Values are strings, numbers, booleans or null.
+    pub fn from_json(map: serde_json::Map<String, serde_json::Value>) -> Result<Self, String> {
+        use serde_json::Value;
+        if map.is_empty() {
+            return Ok(Self::None);
+        }
+        let named = map
+            .into_iter()
+            .map(|(name, value)| {
+                let v = match value {
+                    Value::Null => ScalarValue::Null,
+                    Value::Bool(b) => ScalarValue::Boolean(Some(b)),
+                    Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+                        (Some(i), _, _) => ScalarValue::Int64(Some(i)),
+                        (None, Some(u), _) => ScalarValue::UInt64(Some(u)),
+                        (None, None, Some(f)) => ScalarValue::Float64(Some(f)),
+                        _ => return Err(format!("parameter `{name}` is not a number SQL can use")),
+                    },
+                    Value::String(s) => ScalarValue::Utf8(Some(s)),
+                    Value::Array(_) | Value::Object(_) => {
+                        return Err(format!(
+                            "parameter `{name}` must be a string, number, boolean or null"
+                        ));
+                    }
+                };
+                Ok((name, v))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self::Named(named))
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Self::None => true,
+            Self::Named(map) => map.is_empty(),
+            Self::Positional(values) => values.is_empty(),
+            Self::Columns(columns) => columns.is_empty(),
+        }
+    }
+
+    /// DataFusion's form, for a plan whose placeholders are `names` (with the `$`).
+    fn into_param_values(self, names: &std::collections::HashSet<String>) -> ParamValues {
+        let by_position = |values: Vec<ScalarValue>| {
+            ParamValues::List(values.into_iter().map(Into::into).collect())
+        };
+        let by_name = |pairs: Vec<(String, ScalarValue)>| {
+            ParamValues::Map(pairs.into_iter().map(|(k, v)| (k, v.into())).collect())
+        };
+        match self {
+            Self::None => ParamValues::List(Vec::new()),
+            Self::Named(map) => by_name(map.into_iter().collect()),
+            Self::Positional(values) => by_position(values),
+            Self::Columns(columns) => {
+                let numbered = names.iter().all(|n| {
+                    n.strip_prefix('$')
+                        .is_some_and(|d| d.parse::<u32>().is_ok())
+                });
+                if numbered {
+                    by_position(columns.into_iter().map(|(_, v)| v).collect())
+                } else {
+                    by_name(columns)
+                }
+            }
+        }
+    }
+}
+
+/// What a statement returns and which parameters it takes, without running it.
+#[derive(Debug, Clone)]
+pub struct StatementDescription {
+    /// The schema of its result.
+    pub schema: SchemaRef,
+    /// One field per placeholder still unbound (`$1` or `$name`), ordered by position then
+    /// name, typed where the statement tells the type (`Null` where it does not).
+    pub parameters: SchemaRef,
 }
 
 /// Runs SQL against databases of the catalog.
@@ -257,7 +342,7 @@ impl Querier {
         &self,
         database: &str,
         sql: &str,
-        params: HashMap<String, ParamValue>,
+        params: QueryParams,
     ) -> Result<QueryResult, QueryError> {
         let id = self.queries.start(database, sql);
         match self.plan_and_start(database, sql, params).await {
@@ -281,12 +366,56 @@ impl Querier {
         }
     }
 
+    /// Plans `sql` against `database` (binding `params` if any) without running it.
+    pub async fn describe(
+        &self,
+        database: &str,
+        sql: &str,
+        params: QueryParams,
+    ) -> Result<StatementDescription, QueryError> {
+        let df = self.plan(database, sql, params).await?;
+        let limit = self.config.query_mem_limit_bytes;
+        let mut parameters: Vec<(String, Option<DataType>)> = df
+            .logical_plan()
+            .get_parameter_types()
+            .map_err(|e| QueryError::classify(e, limit))?
+            .into_iter()
+            .collect();
+        parameters.sort_by_cached_key(|(name, _)| {
+            let position = name.strip_prefix('$').and_then(|d| d.parse::<u32>().ok());
+            (position.unwrap_or(u32::MAX), name.clone())
+        });
+        let fields: Vec<Field> = parameters
+            .into_iter()
+            .map(|(name, t)| Field::new(name, t.unwrap_or(DataType::Null), true))
+            .collect();
+        Ok(StatementDescription {
+            schema: Arc::clone(df.schema().inner()),
+            parameters: Arc::new(Schema::new(fields)),
+        })
+    }
+
     async fn plan_and_start(
         &self,
         database: &str,
         sql: &str,
-        params: HashMap<String, ParamValue>,
+        params: QueryParams,
     ) -> Result<QueryResult, QueryError> {
+        let df = self.plan(database, sql, params).await?;
+        let schema = Arc::clone(df.schema().inner());
+        let stream = df
+            .execute_stream()
+            .await
+            .map_err(|e| self.stream_error(e))?;
+        Ok(QueryResult { schema, stream })
+    }
+
+    async fn plan(
+        &self,
+        database: &str,
+        sql: &str,
+        params: QueryParams,
+    ) -> Result<DataFrame, QueryError> {
         let limit = self.config.query_mem_limit_bytes;
         let ctx = self.session(database)?;
         // Read-only: no DDL (`CREATE EXTERNAL TABLE`), no DML (`COPY ... TO` writes files),
@@ -295,43 +424,26 @@ impl Querier {
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false);
+        let sql = placeholders::number_question_marks(sql);
         let mut df = ctx
-            .sql_with_options(sql, options)
+            .sql_with_options(&sql, options)
             .await
             .map_err(|e| QueryError::classify(e, limit))?;
         if !params.is_empty() {
-            let values: HashMap<String, ScalarValue> = params
-                .into_iter()
-                .map(|(k, v)| (k, v.into_scalar()))
-                .collect();
+            let names = df
+                .logical_plan()
+                .get_parameter_names()
+                .map_err(|e| QueryError::classify(e, limit))?;
             df = df
-                .with_param_values(ParamValues::from(values))
+                .with_param_values(params.into_param_values(&names))
                 .map_err(|e| QueryError::classify(e, limit))?;
         }
-        let schema = Arc::clone(df.schema().inner());
-        let stream = df
-            .execute_stream()
-            .await
-            .map_err(|e| QueryError::classify(e, limit))?;
-        Ok(QueryResult { schema, stream })
+        Ok(df)
     }
 
     /// Maps an error raised while the result streams.
     pub fn stream_error(&self, e: DataFusionError) -> QueryError {
         QueryError::classify(e, self.config.query_mem_limit_bytes)
-    }
-}
-
-impl ParamValue {
-    fn into_scalar(self) -> ScalarValue {
-        match self {
-            Self::Null => ScalarValue::Null,
-            Self::Bool(b) => ScalarValue::Boolean(Some(b)),
-            Self::Int(i) => ScalarValue::Int64(Some(i)),
-            Self::UInt(u) => ScalarValue::UInt64(Some(u)),
-            Self::Float(f) => ScalarValue::Float64(Some(f)),
-            Self::String(s) => ScalarValue::Utf8(Some(s)),
-        }
     }
 }
 

@@ -3,6 +3,7 @@
 mod bench;
 mod config;
 mod format;
+mod grpc;
 mod http;
 mod serve;
 

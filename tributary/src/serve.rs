@@ -188,8 +188,9 @@ async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot bind --http-bind {}", config.http_bind))?;
     let addr = listener.local_addr()?;
     write_bound_address(&config, addr)?;
-    tracing::info!(%addr, "listening for HTTP");
+    tracing::info!(%addr, "listening for HTTP and gRPC (Flight SQL)");
 
+    let flight = querier::flight::service(querier.clone());
     let state = AppState::new(
         catalog,
         ingester.clone(),
@@ -204,7 +205,7 @@ async fn run(config: ServeConfig) -> anyhow::Result<()> {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    axum::serve(listener, router(state))
+    axum::serve(listener, crate::grpc::one_port(router(state), flight))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("HTTP server failed")?;

@@ -1,7 +1,5 @@
 //! SQL over HTTP: `GET|POST /api/v3/query_sql`.
 
-use std::collections::HashMap;
-
 use arrow::array::RecordBatch;
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
@@ -9,7 +7,7 @@ use axum::http::header::{ACCEPT, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use querier::ParamValue;
+use querier::QueryParams;
 use serde::Deserialize;
 
 use super::AppState;
@@ -37,7 +35,7 @@ pub(crate) async fn query_get(
         let q = params.required("q")?.to_owned();
         let format = OutputFormat::choose(params.get("format"), headers.get(ACCEPT))?;
         let sql_params = match params.get("params") {
-            None | Some("") => HashMap::new(),
+            None | Some("") => QueryParams::None,
             Some(json) => {
                 let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json)
                     .map_err(|e| {
@@ -79,35 +77,8 @@ pub(crate) async fn query_post(
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-fn param_values(
-    map: serde_json::Map<String, serde_json::Value>,
-) -> Result<HashMap<String, ParamValue>, ApiError> {
-    use serde_json::Value;
-    map.into_iter()
-        .map(|(name, value)| {
-            let v = match value {
-                Value::Null => ParamValue::Null,
-                Value::Bool(b) => ParamValue::Bool(b),
-                Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
-                    (Some(i), _, _) => ParamValue::Int(i),
-                    (None, Some(u), _) => ParamValue::UInt(u),
-                    (None, None, Some(f)) => ParamValue::Float(f),
-                    _ => {
-                        return Err(ApiError::bad_request(format!(
-                            "parameter `{name}` is not a number SQL can use"
-                        )));
-                    }
-                },
-                Value::String(s) => ParamValue::String(s),
-                Value::Array(_) | Value::Object(_) => {
-                    return Err(ApiError::bad_request(format!(
-                        "parameter `{name}` must be a string, number, boolean or null"
-                    )));
-                }
-            };
-            Ok((name, v))
-        })
-        .collect()
+fn param_values(map: serde_json::Map<String, serde_json::Value>) -> Result<QueryParams, ApiError> {
+    QueryParams::from_json(map).map_err(ApiError::bad_request)
 }
 
 async fn run(
@@ -115,7 +86,7 @@ async fn run(
     db: &str,
     q: &str,
     format: OutputFormat,
-    params: HashMap<String, ParamValue>,
+    params: QueryParams,
 ) -> Result<Response, ApiError> {
     let querier = state.inner.querier.clone();
     let result = querier.query(db, q, params).await?;

@@ -1,4 +1,6 @@
 //! Integration tests of the binary crate.
 
 mod depcheck;
+mod flight_sql;
+mod server;
 mod slt;

@@ -22,9 +22,8 @@
 //! results with `TRIBUTARY_SLT_COMPLETE=1 cargo nextest run -p tributary slt` and review the diff.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -32,88 +31,10 @@ use hyper::Request;
 use hyper_util::rt::TokioIo;
 use sqllogictest::{DBOutput, DefaultColumnType};
 
+use crate::server::Server;
+
 /// The database every `.slt` file writes to and queries.
 const DB: &str = "slt";
-
-/// A `tributary serve` process on a fresh data directory; killed on drop.
-struct Server {
-    child: Child,
-    addr: String,
-    data_dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start() -> Self {
-        let data_dir = tempfile::tempdir().expect("temp dir");
-        let (child, addr) = Self::spawn(data_dir.path());
-        Self {
-            child,
-            addr,
-            data_dir,
-        }
-    }
-
-    /// Stops the server with SIGTERM (it persists its buffer) and starts it again.
-    fn restart(&mut self) -> Result<(), SltError> {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .map_err(|e| SltError(format!("cannot run kill: {e}")))?;
-        if !status.success() {
-            return Err(SltError("kill -TERM failed".into()));
-        }
-        let exit = self
-            .child
-            .wait()
-            .map_err(|e| SltError(format!("cannot wait for tributary: {e}")))?;
-        if !exit.success() {
-            return Err(SltError(format!("tributary stopped with {exit}")));
-        }
-        let _ = std::fs::remove_file(self.data_dir.path().join("http-addr"));
-        let (child, addr) = Self::spawn(self.data_dir.path());
-        self.child = child;
-        self.addr = addr;
-        Ok(())
-    }
-
-    fn spawn(data_dir: &Path) -> (Child, String) {
-        let child = Command::new(env!("CARGO_BIN_EXE_tributary"))
-            .args([
-                "serve",
-                "--http-bind",
-                "127.0.0.1:0",
-                "--log-filter",
-                "warn",
-                "--data-dir",
-            ])
-            .arg(data_dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("tributary starts");
-        let addr_file = data_dir.join("http-addr");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let addr = loop {
-            if let Ok(addr) = std::fs::read_to_string(&addr_file) {
-                break addr;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "tributary did not write {}",
-                addr_file.display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        (child, addr)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -175,7 +96,8 @@ impl sqllogictest::AsyncDB for HttpDb {
             let server = Arc::clone(&self.server);
             tokio::task::spawn_blocking(move || server.lock().unwrap().restart())
                 .await
-                .map_err(|e| SltError(e.to_string()))??;
+                .map_err(|e| SltError(e.to_string()))?
+                .map_err(SltError)?;
             return Ok(DBOutput::StatementComplete(0));
         }
         if let Some(lines) = sql.trim_start().strip_prefix("WRITE LP") {
