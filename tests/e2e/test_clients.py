@@ -11,7 +11,7 @@ Specifies that data written by
   `protocol='line'`, at several precisions;
 arrives, with the right values and times, in SQL over `/api/v3/query_sql`.
 
-Queries use HTTP only: Flight (and so `InfluxDBClient3.query`) is not built yet.
+Queries use HTTP only: reading over Flight (`InfluxDBClient3.query`) is tests/e2e/test_flight.py.
 """
 
 from __future__ import annotations
