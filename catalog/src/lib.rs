@@ -90,6 +90,10 @@ pub enum Error {
         #[source]
         source: rusqlite::Error,
     },
+    #[error(
+        "{missing} of the files to replace are no longer recorded (another compaction or a delete changed them); plan again"
+    )]
+    FilesChanged { missing: usize },
     #[error("catalog store query failed")]
     Store(#[from] rusqlite::Error),
     #[error("catalog row has unknown column type `{0}`")]
@@ -127,4 +131,20 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     /// [`CatalogSnapshot::table_files`]). A path recorded twice is an error: a file is never
     /// recorded over another.
     async fn add_parquet_files(&self, files: Vec<NewParquetFile>) -> Result<Vec<ParquetFile>>;
+
+    /// Swaps files in one transaction: forgets `removed`, records `added`, and lists the
+    /// removed files' objects as dropped now (see [`Catalog::deleted_objects`]). Fails with
+    /// [`Error::FilesChanged`], changing nothing, when any of `removed` is no longer recorded.
+    async fn replace_parquet_files(
+        &self,
+        removed: Vec<ParquetFileId>,
+        added: Vec<NewParquetFile>,
+    ) -> Result<Vec<ParquetFile>>;
+
+    /// Paths of objects no file refers to any more, dropped at or before `until_unix_ms`
+    /// (milliseconds since the Unix epoch): garbage to delete.
+    async fn deleted_objects(&self, until_unix_ms: i64) -> Result<Vec<String>>;
+
+    /// Forgets dropped objects once they are deleted from the object store.
+    async fn forget_deleted_objects(&self, paths: Vec<String>) -> Result<()>;
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::model::{
     CatalogSnapshot, ColumnType, DatabaseId, DatabaseSchema, NewParquetFile, ParquetFile,
@@ -51,6 +51,12 @@ CREATE TABLE IF NOT EXISTS parquet_files (
     max_sequence INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS parquet_files_table ON parquet_files(table_id, partition_day);
+-- Objects no file refers to any more (replaced by compaction), kept until garbage collection
+-- deletes them after the grace period. `deleted_at`: milliseconds since the Unix epoch.
+CREATE TABLE IF NOT EXISTS deleted_objects (
+    path TEXT PRIMARY KEY,
+    deleted_at INTEGER NOT NULL
+);
 ";
 
 /// Columns to add: name and type.
@@ -196,29 +202,7 @@ impl Catalog for SqliteCatalog {
         self.blocking(move |inner| {
             let mut conn = inner.conn.lock();
             let tx = conn.transaction()?;
-            let mut recorded = Vec::with_capacity(files.len());
-            {
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO parquet_files (table_id, partition_day, path, size_bytes, row_count, \
-                     min_time, max_time, level, min_sequence, max_sequence) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                )?;
-                for file in files {
-                    insert.execute(params![
-                        file.table_id.0,
-                        file.partition_day,
-                        file.path,
-                        file.size_bytes as i64,
-                        file.row_count as i64,
-                        file.min_time_ns,
-                        file.max_time_ns,
-                        file.level,
-                        file.min_sequence as i64,
-                        file.max_sequence as i64,
-                    ])?;
-                    recorded.push(ParquetFile { id: ParquetFileId(tx.last_insert_rowid()), file });
-                }
-            }
+            let recorded = insert_files(&tx, files)?;
             tx.commit()?;
             let current = Arc::clone(&inner.snapshot.read());
             let mut next = (*current).clone();
@@ -237,6 +221,143 @@ impl Catalog for SqliteCatalog {
         })
         .await
     }
+
+    async fn replace_parquet_files(
+        &self,
+        removed: Vec<ParquetFileId>,
+        added: Vec<NewParquetFile>,
+    ) -> Result<Vec<ParquetFile>> {
+        self.blocking(move |inner| {
+            let mut conn = inner.conn.lock();
+            let tx = conn.transaction()?;
+            let now_ms = unix_ms();
+            let mut missing = 0;
+            {
+                let mut path_of =
+                    tx.prepare_cached("SELECT path FROM parquet_files WHERE id = ?1")?;
+                let mut forget = tx.prepare_cached("DELETE FROM parquet_files WHERE id = ?1")?;
+                let mut drop_object = tx.prepare_cached(
+                    "INSERT INTO deleted_objects (path, deleted_at) VALUES (?1, ?2) \
+                     ON CONFLICT (path) DO NOTHING",
+                )?;
+                for id in &removed {
+                    let path: Option<String> =
+                        path_of.query_row(params![id.0], |r| r.get(0)).optional()?;
+                    let Some(path) = path else {
+                        missing += 1;
+                        continue;
+                    };
+                    forget.execute(params![id.0])?;
+                    drop_object.execute(params![path, now_ms])?;
+                }
+            }
+            if missing > 0 {
+                // Dropping the transaction rolls it back.
+                return Err(Error::FilesChanged { missing });
+            }
+            let recorded = insert_files(&tx, added)?;
+            tx.commit()?;
+            let current = Arc::clone(&inner.snapshot.read());
+            let mut next = (*current).clone();
+            let removed: std::collections::HashSet<ParquetFileId> = removed.into_iter().collect();
+            let tables: std::collections::BTreeSet<TableId> = next
+                .parquet_files
+                .iter()
+                .filter(|(_, files)| files.iter().any(|f| removed.contains(&f.id)))
+                .map(|(t, _)| *t)
+                .chain(recorded.iter().map(|f| f.file.table_id))
+                .collect();
+            for table in tables {
+                let mut files: Vec<ParquetFile> = next
+                    .table_files(table)
+                    .iter()
+                    .filter(|f| !removed.contains(&f.id))
+                    .cloned()
+                    .collect();
+                files.extend(
+                    recorded
+                        .iter()
+                        .filter(|f| f.file.table_id == table)
+                        .cloned(),
+                );
+                files.sort_by_key(|f| (f.file.min_sequence, f.id));
+                next.parquet_files.insert(table, files.into());
+            }
+            *inner.snapshot.write() = Arc::new(next);
+            Ok(recorded)
+        })
+        .await
+    }
+
+    async fn deleted_objects(&self, until_unix_ms: i64) -> Result<Vec<String>> {
+        self.blocking(move |inner| {
+            let conn = inner.conn.lock();
+            let mut stmt = conn.prepare_cached(
+                "SELECT path FROM deleted_objects WHERE deleted_at <= ?1 ORDER BY deleted_at",
+            )?;
+            let paths = stmt
+                .query_map(params![until_unix_ms], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?;
+            Ok(paths)
+        })
+        .await
+    }
+
+    async fn forget_deleted_objects(&self, paths: Vec<String>) -> Result<()> {
+        self.blocking(move |inner| {
+            let mut conn = inner.conn.lock();
+            let tx = conn.transaction()?;
+            {
+                let mut forget =
+                    tx.prepare_cached("DELETE FROM deleted_objects WHERE path = ?1")?;
+                for path in &paths {
+                    forget.execute(params![path])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Inserts files in the transaction and returns them with their ids.
+fn insert_files(
+    tx: &rusqlite::Transaction<'_>,
+    files: Vec<NewParquetFile>,
+) -> Result<Vec<ParquetFile>> {
+    let mut recorded = Vec::with_capacity(files.len());
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO parquet_files (table_id, partition_day, path, size_bytes, row_count, \
+         min_time, max_time, level, min_sequence, max_sequence) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?;
+    for file in files {
+        insert.execute(params![
+            file.table_id.0,
+            file.partition_day,
+            file.path,
+            file.size_bytes as i64,
+            file.row_count as i64,
+            file.min_time_ns,
+            file.max_time_ns,
+            file.level,
+            file.min_sequence as i64,
+            file.max_sequence as i64,
+        ])?;
+        recorded.push(ParquetFile {
+            id: ParquetFileId(tx.last_insert_rowid()),
+            file,
+        });
+    }
+    Ok(recorded)
 }
 
 impl Inner {
@@ -701,6 +822,73 @@ mod tests {
             }
         }
         ok
+    }
+
+    #[tokio::test]
+    async fn replacing_files_is_all_or_nothing_and_lists_the_replaced_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.sqlite");
+        let cat = SqliteCatalog::open(&path, CatalogLimits::default()).unwrap();
+        let snap = cat
+            .apply(changes("db", "cpu", &[("usage", ColumnType::Float)]))
+            .await
+            .unwrap();
+        let table = snap.database("db").unwrap().table("cpu").unwrap().id;
+        let inputs = cat
+            .add_parquet_files(vec![
+                file(table, "db/cpu/2016-01-01/a.parquet", (1, 4)),
+                file(table, "db/cpu/2016-01-01/b.parquet", (5, 9)),
+            ])
+            .await
+            .unwrap();
+        // Persisted while the compaction ran: not an input, stays.
+        cat.add_parquet_files(vec![file(table, "db/cpu/2016-01-01/c.parquet", (10, 12))])
+            .await
+            .unwrap();
+        let merged = NewParquetFile {
+            level: 1,
+            ..file(table, "db/cpu/2016-01-01/ab.parquet", (1, 9))
+        };
+        let ids: Vec<ParquetFileId> = inputs.iter().map(|f| f.id).collect();
+        cat.replace_parquet_files(ids.clone(), vec![merged.clone()])
+            .await
+            .unwrap();
+        // A second swap of the same inputs finds them gone and changes nothing.
+        let err = cat
+            .replace_parquet_files(
+                ids,
+                vec![file(table, "db/cpu/2016-01-01/x.parquet", (1, 9))],
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::FilesChanged { missing: 2 }), "{err}");
+        drop(cat);
+        let cat = SqliteCatalog::open(&path, CatalogLimits::default()).unwrap();
+        let snapshot = cat.snapshot();
+        let paths: Vec<&str> = snapshot
+            .table_files(table)
+            .iter()
+            .map(|f| f.file.path.as_str())
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "db/cpu/2016-01-01/ab.parquet",
+                "db/cpu/2016-01-01/c.parquet"
+            ]
+        );
+        let mut dropped = cat.deleted_objects(i64::MAX).await.unwrap();
+        dropped.sort();
+        assert_eq!(
+            dropped,
+            ["db/cpu/2016-01-01/a.parquet", "db/cpu/2016-01-01/b.parquet"]
+        );
+        assert!(
+            cat.deleted_objects(0).await.unwrap().is_empty(),
+            "dropped just now"
+        );
+        cat.forget_deleted_objects(dropped).await.unwrap();
+        assert!(cat.deleted_objects(i64::MAX).await.unwrap().is_empty());
     }
 
     fn file(table: TableId, path: &str, sequences: (u64, u64)) -> NewParquetFile {

@@ -14,7 +14,7 @@ use arrow::error::ArrowError;
 use arrow::row::{RowConverter, SortField};
 use arrow_select::dictionary::garbage_collect_any_dictionary;
 
-use crate::schema::TIME_COLUMN;
+use parquet_file::key_column_indices;
 
 /// Deduplicates `chunks` (all of `schema`, rows in write order: chunk by chunk, row by row)
 /// into one batch sorted by primary key. The chunks are read in place, not concatenated first,
@@ -164,23 +164,6 @@ pub(crate) fn dedup_sorted_blocks(
         .into_iter()
         .map(|columns| RecordBatch::try_new(schema.clone(), columns))
         .collect()
-}
-
-/// Tag columns in name order, then `time`: the primary key and sort order.
-pub(crate) fn key_column_indices(schema: &SchemaRef, sort_key: &[Arc<str>]) -> Vec<usize> {
-    let tags = schema
-        .fields()
-        .iter()
-        .filter(|f| matches!(f.data_type(), DataType::Dictionary(_, _)))
-        .map(|f| f.name().as_str());
-    let mut key: Vec<usize> = catalog::sorted_tags(tags, sort_key)
-        .into_iter()
-        .map(|t| schema.index_of(t).expect("a field of this schema"))
-        .collect();
-    if let Ok(time) = schema.index_of(TIME_COLUMN) {
-        key.push(time);
-    }
-    key
 }
 
 #[cfg(test)]

@@ -19,14 +19,13 @@
 
 mod buffer;
 mod dedup;
-mod object_cache;
-mod parquet_file;
 mod persist;
 mod schema;
 mod write;
 
 pub use buffer::PartitionRows;
-pub use persist::{DEFAULT_PERSIST_INTERVAL, ObjectStorage, PersistError};
+pub use parquet_file::ObjectStorage;
+pub use persist::{DEFAULT_PERSIST_INTERVAL, PersistError};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

@@ -17,8 +17,7 @@
 //! catalog, so between the record and the drop they see the rows twice and deduplicate them.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray};
@@ -26,108 +25,16 @@ use arrow::compute::{max, min};
 use arrow::datatypes::TimestampNanosecondType;
 use arrow::error::ArrowError;
 use catalog::{NewParquetFile, TIME_COLUMN, partition_date};
-use object_store::local::LocalFileSystem;
-use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::Ingester;
 use crate::buffer::PartitionKey;
-use crate::parquet_file::encode_partition;
+use parquet_file::{StorageError, encode_partition};
 
 /// Default for `--persist-interval`.
 pub const DEFAULT_PERSIST_INTERVAL: Duration = Duration::from_secs(10);
-
-/// Where persisted files go.
-#[derive(Debug, Clone)]
-pub struct ObjectStorage {
-    store: Arc<dyn ObjectStore>,
-    /// Set for the local file system, whose `put` renames into place without fsync: the
-    /// persist job syncs the file and its directories before recording it.
-    local: Option<(Arc<LocalFileSystem>, PathBuf)>,
-}
-
-impl ObjectStorage {
-    /// Objects as files under `dir` (created if missing).
-    pub fn local(dir: PathBuf) -> Result<Self, object_store::Error> {
-        std::fs::create_dir_all(&dir).map_err(|e| object_store::Error::Generic {
-            store: "LocalFileSystem",
-            source: Box::new(e),
-        })?;
-        let fs = Arc::new(LocalFileSystem::new_with_prefix(&dir)?.with_automatic_cleanup(true));
-        Ok(Self {
-            store: Arc::clone(&fs) as Arc<dyn ObjectStore>,
-            local: Some((fs, dir)),
-        })
-    }
-
-    /// Any other store (memory, S3): its `put` is durable when it returns.
-    pub fn remote(store: Arc<dyn ObjectStore>) -> Self {
-        Self { store, local: None }
-    }
-
-    /// Keeps up to `capacity_bytes` of whole files in memory for readers: files as they are
-    /// persisted, and files as they are first read. 0 keeps none.
-    pub fn with_read_cache(mut self, capacity_bytes: u64) -> Self {
-        if capacity_bytes > 0 {
-            self.store = Arc::new(crate::object_cache::CachedStore::new(
-                self.store,
-                capacity_bytes,
-            ));
-        }
-        self
-    }
-
-    /// The store, for readers.
-    pub fn store(&self) -> Arc<dyn ObjectStore> {
-        Arc::clone(&self.store)
-    }
-
-    /// Uploads `bytes` to `path`, durable when this returns.
-    async fn put_durable(&self, path: &Path, bytes: Vec<u8>) -> Result<(), PersistError> {
-        self.store
-            .put(path, PutPayload::from(bytes))
-            .await
-            .map_err(|source| PersistError::Upload {
-                path: path.to_string(),
-                source,
-            })?;
-        let Some((fs, root)) = &self.local else {
-            return Ok(());
-        };
-        let file = fs
-            .path_to_filesystem(path)
-            .map_err(|source| PersistError::Upload {
-                path: path.to_string(),
-                source,
-            })?;
-        let root = root.clone();
-        tokio::task::spawn_blocking(move || sync_file_and_dirs(&file, &root))
-            .await
-            .map_err(PersistError::Task)?
-            .map_err(|source| PersistError::Sync {
-                path: path.to_string(),
-                source,
-            })
-    }
-}
-
-/// Fsyncs a new file and every directory from its parent up to `root`, so the file and its
-/// name survive a power loss.
-fn sync_file_and_dirs(file: &std::path::Path, root: &std::path::Path) -> std::io::Result<()> {
-    std::fs::File::open(file)?.sync_all()?;
-    let mut dir = file.parent();
-    while let Some(d) = dir {
-        std::fs::File::open(d)?.sync_all()?;
-        if d == root {
-            break;
-        }
-        dir = d.parent();
-    }
-    Ok(())
-}
 
 /// Why a persist job failed; its rows stay buffered and a later job retries.
 #[derive(Debug, thiserror::Error)]
@@ -136,18 +43,8 @@ pub enum PersistError {
     Arrow(#[source] ArrowError),
     #[error("cannot encode the Parquet file")]
     Parquet(#[source] parquet::errors::ParquetError),
-    #[error("cannot upload {path} to the object store")]
-    Upload {
-        path: String,
-        #[source]
-        source: object_store::Error,
-    },
-    #[error("cannot fsync {path} in the local object store")]
-    Sync {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot store the Parquet file")]
+    Storage(#[source] StorageError),
     #[error("cannot record the file in the catalog")]
     Catalog(#[source] catalog::Error),
     #[error("cannot delete persisted write-ahead log segments")]
@@ -395,17 +292,14 @@ impl Ingester {
         .await
         .map_err(PersistError::Task)??;
 
-        let file_name = format!("{}.parquet", uuid::Uuid::new_v4());
-        let date = partition_date(key.day);
-        let path = Path::from_iter([
-            key.database.as_ref(),
-            key.table.as_ref(),
-            date.as_str(),
-            file_name.as_str(),
-        ]);
+        let path = parquet_file::object_path(&key.database, &key.table, key.day);
         let size_bytes = bytes.len() as u64;
         Failpoint::BeforeUpload.check();
-        inner.storage.put_durable(&path, bytes).await?;
+        inner
+            .storage
+            .put_durable(&path, bytes)
+            .await
+            .map_err(PersistError::Storage)?;
         Failpoint::AfterUpload.check();
 
         let file = NewParquetFile {
@@ -455,16 +349,19 @@ impl Ingester {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use async_trait::async_trait;
     use catalog::{Catalog, CatalogLimits, SqliteCatalog};
     use futures::stream::BoxStream;
     use object_store::memory::InMemory;
+    use object_store::path::Path;
     use object_store::{
-        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta,
-        PutMultipartOptions, PutOptions, PutResult,
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+        PutMultipartOptions, PutOptions, PutPayload, PutResult,
     };
+    use parquet_file::ObjectStorage;
 
     use super::*;
     use crate::{IngesterConfig, Precision, WriteRequest};
@@ -579,7 +476,10 @@ mod tests {
         let key = ingester.inner.buffer.all_partitions().pop().unwrap();
 
         let err = ingester.persist_partition(&key).await.unwrap_err();
-        assert!(matches!(err, PersistError::Upload { .. }), "{err}");
+        assert!(
+            matches!(err, PersistError::Storage(StorageError::Upload { .. })),
+            "{err}"
+        );
         let table = catalog
             .snapshot()
             .database("db")

@@ -28,8 +28,8 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection};
 
-use crate::dedup::{CHUNK_ORDER, dedup_sorted_batch, key_changes};
 use crate::table::{TableSources, read_buffer};
+use dedup::{CHUNK_ORDER, dedup_sorted_batch, key_changes};
 
 /// The `last_cache` table function of a session's database.
 #[derive(Debug)]

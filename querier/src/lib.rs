@@ -13,7 +13,6 @@
 //! that needs more fails with [`QueryError::ResourcesExhausted`] instead of taking the server
 //! down.
 
-mod dedup;
 pub mod flight;
 mod last_values;
 mod placeholders;

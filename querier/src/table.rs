@@ -45,8 +45,8 @@ use datafusion::physical_plan::union::UnionExec;
 use datafusion::scalar::ScalarValue;
 use object_store::path::Path;
 
-use crate::dedup::{CHUNK_ORDER, DeduplicateExec};
 use crate::{BufferReader, BufferedPartition};
+use dedup::{CHUNK_ORDER, DeduplicateExec};
 
 /// Where the querier finds what a table's scan needs.
 #[derive(Debug, Clone)]

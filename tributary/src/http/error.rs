@@ -146,7 +146,11 @@ impl From<catalog::Error> for ApiError {
             E::TooManyDatabases { .. } | E::TooManyTables { .. } | E::TooManyColumns { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            E::Open { .. } | E::Store(_) | E::UnknownColumnType(_) | E::Task(_) => {
+            E::Open { .. }
+            | E::Store(_)
+            | E::UnknownColumnType(_)
+            | E::Task(_)
+            | E::FilesChanged { .. } => {
                 return Self::internal(StatusCode::INTERNAL_SERVER_ERROR, "catalog error", &e);
             }
         };

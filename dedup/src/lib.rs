@@ -1,5 +1,6 @@
-//! Deduplication across sources that may hold the same rows: Parquet files of one partition
-//! whose time ranges overlap, or a file and the buffer.
+//! Deduplication across sources that may hold the same rows, as a DataFusion operator: Parquet
+//! files of one partition whose time ranges overlap, or a file and the buffer (the querier),
+//! and all the files of a partition being merged (the compactor).
 //!
 //! [`DeduplicateExec`] reads one stream sorted by (primary key, [`CHUNK_ORDER`]) and keeps one
 //! row per key whose every field is the last non-null value in chunk order: the same rule the
@@ -35,11 +36,11 @@ use futures::StreamExt;
 
 /// Name of the column that orders sources of one partition: higher is newer (the highest WAL
 /// sequence number the source holds).
-pub(crate) const CHUNK_ORDER: &str = "__chunk_order";
+pub const CHUNK_ORDER: &str = "__chunk_order";
 
 /// Keeps one row per primary key from an input sorted by (key columns, [`CHUNK_ORDER`]).
 #[derive(Debug)]
-pub(crate) struct DeduplicateExec {
+pub struct DeduplicateExec {
     input: Arc<dyn ExecutionPlan>,
     /// Key columns then [`CHUNK_ORDER`], ascending.
     ordering: LexOrdering,
@@ -50,7 +51,7 @@ pub(crate) struct DeduplicateExec {
 }
 
 impl DeduplicateExec {
-    pub(crate) fn new(
+    pub fn new(
         input: Arc<dyn ExecutionPlan>,
         ordering: LexOrdering,
         key_columns: Vec<usize>,
@@ -189,10 +190,7 @@ impl ExecutionPlan for DeduplicateExec {
 }
 
 /// Deduplicates one batch sorted by (key columns, [`CHUNK_ORDER`]).
-pub(crate) fn dedup_sorted_batch(
-    batch: &RecordBatch,
-    key_columns: Vec<usize>,
-) -> Result<RecordBatch> {
+pub fn dedup_sorted_batch(batch: &RecordBatch, key_columns: Vec<usize>) -> Result<RecordBatch> {
     let schema = batch.schema();
     let mut deduplicator = Deduplicator::new(Arc::clone(&schema), key_columns);
     let mut out = Vec::with_capacity(2);
@@ -203,7 +201,7 @@ pub(crate) fn dedup_sorted_batch(
 
 /// Indices `i` (from 1) where row `i` differs from row `i - 1` in any of `keys` (all of
 /// `rows` rows); nulls compare equal to nulls.
-pub(crate) fn key_changes(keys: &[&ArrayRef], rows: usize) -> Result<Vec<usize>> {
+pub fn key_changes(keys: &[&ArrayRef], rows: usize) -> Result<Vec<usize>> {
     if rows < 2 {
         return Ok(vec![]);
     }

@@ -1,7 +1,8 @@
 //! A partition's rows as one Parquet file, laid out for scans and size.
 //!
-//! The input is a deduplicated partition sorted by (tags in name order, time), as
-//! [`crate::dedup::dedup_sorted`] returns it. The file records that order (`sorting_columns`),
+//! The input is a deduplicated partition sorted by the table's sort key (its tags in order,
+//! then time), as the ingester's buffer and the compactor's merge produce it. The file
+//! records that order (`sorting_columns`),
 //! keeps tags dictionary-encoded, stores floats with BYTE_STREAM_SPLIT (with zstd this is what
 //! brings the TSBS data set near VictoriaMetrics' size, see LIMITS), times as deltas, and
 //! writes page-level statistics and the page index so queries can skip pages by tag and time.
@@ -18,7 +19,7 @@ use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
-use crate::dedup::key_column_indices;
+use catalog::TIME_COLUMN;
 
 /// Rows per row group: the unit a tag's bloom filter can skip (a few series of a TSBS day),
 /// and many per file, so both cores scan one file.
@@ -68,50 +69,110 @@ fn properties(schema: &SchemaRef, sort_key: &[Arc<str>]) -> Result<WriterPropert
 
 /// Encodes a sorted, deduplicated partition as a Parquet file. CPU work: call it off the
 /// async runtime.
-pub(crate) fn encode_partition(batches: &[RecordBatch], sort_key: &[Arc<str>]) -> Result<Vec<u8>> {
+pub fn encode_partition(batches: &[RecordBatch], sort_key: &[Arc<str>]) -> Result<Vec<u8>> {
     let Some(first) = batches.first() else {
         return Err(parquet::errors::ParquetError::General(
             "a partition file needs at least one batch".into(),
         ));
     };
-    let schema = first.schema();
-    let mut out = Vec::with_capacity(1 << 20);
-    let mut writer = ArrowWriter::try_new(
-        &mut out,
-        schema.clone(),
-        Some(properties(&schema, sort_key)?),
-    )?;
+    let mut writer = PartitionWriter::try_new(first.schema(), sort_key)?;
     for batch in batches {
         writer.write(batch)?;
     }
-    // `close` writes the footer once; `finish` + `into_inner` would write it twice.
-    writer.close()?;
-    Ok(out)
+    writer.finish()
+}
+
+/// Writes a partition file batch by batch, as rows arrive sorted (the compactor's merge):
+/// memory holds the row group being written and the encoded bytes.
+pub struct PartitionWriter {
+    writer: ArrowWriter<Vec<u8>>,
+}
+
+impl PartitionWriter {
+    pub fn try_new(schema: SchemaRef, sort_key: &[Arc<str>]) -> Result<Self> {
+        let properties = properties(&schema, sort_key)?;
+        let writer = ArrowWriter::try_new(Vec::with_capacity(1 << 20), schema, Some(properties))?;
+        Ok(Self { writer })
+    }
+
+    /// Appends rows, which must continue the sort order of those before.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.writer.write(batch)
+    }
+
+    /// The file's bytes.
+    pub fn finish(self) -> Result<Vec<u8>> {
+        // `into_inner` flushes the last row group and writes the footer once.
+        self.writer.into_inner()
+    }
+}
+
+/// Indices of the sort key's columns in `schema`: its tags in the table's sort order (tags
+/// without a place in `sort_key` after, by name), then `time`.
+pub fn key_column_indices(schema: &SchemaRef, sort_key: &[Arc<str>]) -> Vec<usize> {
+    let tags = schema
+        .fields()
+        .iter()
+        .filter(|f| matches!(f.data_type(), DataType::Dictionary(_, _)))
+        .map(|f| f.name().as_str());
+    let mut key: Vec<usize> = catalog::sorted_tags(tags, sort_key)
+        .into_iter()
+        .map(|t| schema.index_of(t).expect("a field of this schema"))
+        .collect();
+    if let Ok(time) = schema.index_of(TIME_COLUMN) {
+        key.push(time);
+    }
+    key
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dedup::dedup_sorted;
-    use crate::dedup::tests::batch;
+    use arrow::array::{ArrayRef, Float64Array, StringDictionaryBuilder, TimestampNanosecondArray};
+    use arrow::datatypes::{Field, Int32Type, Schema, TimeUnit};
     use bytes::Bytes;
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
 
+    /// 20,000 rows of 50 hosts, sorted by (host, time), one sparse field.
     fn partition() -> RecordBatch {
-        let hosts: Vec<String> = (0..50).map(|h| format!("host_{h}")).collect();
-        let rows: Vec<(&str, i64, Option<f64>, Option<f64>)> = (0..20_000)
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("f", DataType::Float64, true),
+            Field::new("g", DataType::Float64, true),
+            Field::new(
+                "host",
+                DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+                true,
+            ),
+            Field::new(
+                "time",
+                DataType::Timestamp(TimeUnit::Nanosecond, None),
+                false,
+            ),
+        ]));
+        let mut rows: Vec<(String, i64, f64, Option<f64>)> = (0..20_000)
             .map(|i| {
+                let g = (i % 3 == 0).then_some(1.0);
                 (
-                    hosts[i % 50].as_str(),
+                    format!("host_{:02}", i % 50),
                     (i / 50) as i64 * 10,
-                    Some(i as f64 * 0.5),
-                    (i % 3 == 0).then_some(1.0),
+                    i as f64 * 0.5,
+                    g,
                 )
             })
             .collect();
-        let input = batch(&rows);
-        dedup_sorted(&input.schema(), std::slice::from_ref(&input), false).unwrap()
+        rows.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        let mut host = StringDictionaryBuilder::<Int32Type>::new();
+        rows.iter().for_each(|r| host.append_value(&r.0));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(rows.iter().map(|r| Some(r.2)).collect::<Float64Array>()),
+            Arc::new(rows.iter().map(|r| r.3).collect::<Float64Array>()),
+            Arc::new(host.finish()),
+            Arc::new(TimestampNanosecondArray::from_iter_values(
+                rows.iter().map(|r| r.1),
+            )),
+        ];
+        RecordBatch::try_new(schema, columns).unwrap()
     }
 
     #[test]
@@ -149,7 +210,13 @@ mod tests {
     #[test]
     fn partition_files_read_back_with_the_data_model_types_and_rows() {
         let sorted = partition();
-        let bytes = Bytes::from(encode_partition(std::slice::from_ref(&sorted), &[]).unwrap());
+        // Written in pieces, as the compactor writes a merge.
+        let mut writer = PartitionWriter::try_new(sorted.schema(), &[]).unwrap();
+        for start in (0..sorted.num_rows()).step_by(7_000) {
+            let len = 7_000.min(sorted.num_rows() - start);
+            writer.write(&sorted.slice(start, len)).unwrap();
+        }
+        let bytes = Bytes::from(writer.finish().unwrap());
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
             .unwrap()
             .build()

@@ -1,0 +1,242 @@
+//! Running a compaction: the partition's files, merged in key order and deduplicated, written
+//! as level-1 files cut by time.
+//!
+//! ```text
+//! per output time slice:
+//!   Parquet scan (one sorted stream per file, + __chunk_order = the file's highest sequence)
+//!     -> FilterExec (time in the slice)           order kept
+//!     -> SortPreservingMergeExec (tags, time, __chunk_order)
+//!     -> DeduplicateExec (last non-null field per key wins)
+//!     -> drop __chunk_order -> Parquet writer -> object store
+//! ```
+//!
+//! Everything streams: memory holds a batch per input file, the merge's cursors and the
+//! writer's current row group, never a partition. The query memory pool of the compactor's own
+//! runtime (`--compaction-mem-limit`) bounds the operators.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::compute::SortOptions;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampNanosecondType};
+use catalog::{NewParquetFile, ParquetFile, TIME_COLUMN};
+use datafusion::common::ScalarValue;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::table_schema::TableSchema as ScanSchema;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::Operator;
+use datafusion::physical_expr::expressions::{BinaryExpr, col, lit};
+use datafusion::physical_expr::{LexOrdering, PhysicalExpr, PhysicalSortExpr};
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
+use dedup::{CHUNK_ORDER, DeduplicateExec};
+use futures::StreamExt;
+use object_store::path::Path;
+use parquet_file::{ObjectStorage, PartitionWriter};
+
+use crate::CompactionError;
+use crate::plan::{CompactionPlan, time_slices};
+
+/// The level of files a compaction writes.
+const OUTPUT_LEVEL: u8 = 1;
+
+/// Writes the merged partition of `plan` as files (uploaded, not yet recorded) and describes
+/// them. On error, objects already uploaded are returned for removal in the error's place.
+pub(crate) async fn write_merged(
+    plan: &CompactionPlan,
+    storage: &ObjectStorage,
+    store_url: &ObjectStoreUrl,
+    task: Arc<TaskContext>,
+) -> Result<Vec<NewParquetFile>, (CompactionError, Vec<Path>)> {
+    let min_time = plan.inputs.iter().map(|f| f.file.min_time_ns).min();
+    let max_time = plan.inputs.iter().map(|f| f.file.max_time_ns).max();
+    let (Some(min_time), Some(max_time)) = (min_time, max_time) else {
+        return Ok(Vec::new());
+    };
+    let mut written: Vec<NewParquetFile> = Vec::new();
+    for (lo, hi) in time_slices(min_time, max_time, plan.outputs) {
+        match write_slice(plan, storage, store_url, Arc::clone(&task), (lo, hi)).await {
+            Ok(Some(file)) => written.push(file),
+            Ok(None) => {}
+            Err(e) => {
+                let uploaded = written
+                    .iter()
+                    .map(|f| Path::from(f.path.as_str()))
+                    .collect();
+                return Err((e, uploaded));
+            }
+        }
+    }
+    Ok(written)
+}
+
+/// One output file: the rows of `slice` (inclusive), or `None` when it has none.
+async fn write_slice(
+    plan: &CompactionPlan,
+    storage: &ObjectStorage,
+    store_url: &ObjectStoreUrl,
+    task: Arc<TaskContext>,
+    slice: (i64, i64),
+) -> Result<Option<NewParquetFile>, CompactionError> {
+    let merged = merge_plan(plan, store_url, slice).map_err(CompactionError::Plan)?;
+    let schema = merged.schema();
+    let sort_key = Arc::clone(&plan.table.sort_key);
+    let mut stream = execute_stream(merged, task).map_err(CompactionError::Plan)?;
+    let mut writer = PartitionWriter::try_new(Arc::clone(&schema), &sort_key)
+        .map_err(CompactionError::Parquet)?;
+    let (mut rows, mut min_time, mut max_time) = (0u64, i64::MAX, i64::MIN);
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(CompactionError::Plan)?;
+        if batch.num_rows() == 0 {
+            continue;
+        }
+        let (lo, hi) = time_range(&batch)?;
+        min_time = min_time.min(lo);
+        max_time = max_time.max(hi);
+        rows += batch.num_rows() as u64;
+        // Encoding is CPU work; it runs on the compactor's own thread (see `Compactor`).
+        writer.write(&batch).map_err(CompactionError::Parquet)?;
+    }
+    if rows == 0 {
+        return Ok(None);
+    }
+    let bytes = writer.finish().map_err(CompactionError::Parquet)?;
+    let path = parquet_file::object_path(&plan.database.name, &plan.table.name, plan.day);
+    let size_bytes = bytes.len() as u64;
+    storage
+        .put_durable(&path, bytes)
+        .await
+        .map_err(CompactionError::Storage)?;
+    Ok(Some(NewParquetFile {
+        table_id: plan.table.id,
+        partition_day: plan.day,
+        path: path.to_string(),
+        size_bytes,
+        row_count: rows,
+        min_time_ns: min_time,
+        max_time_ns: max_time,
+        level: OUTPUT_LEVEL,
+        min_sequence: plan
+            .inputs
+            .iter()
+            .map(|f| f.file.min_sequence)
+            .min()
+            .unwrap_or(0),
+        max_sequence: plan
+            .inputs
+            .iter()
+            .map(|f| f.file.max_sequence)
+            .max()
+            .unwrap_or(0),
+    }))
+}
+
+fn time_range(batch: &RecordBatch) -> Result<(i64, i64), CompactionError> {
+    let time = batch
+        .column_by_name(TIME_COLUMN)
+        .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>())
+        .ok_or_else(|| {
+            CompactionError::Plan(DataFusionError::Internal(
+                "merged rows have no time column".into(),
+            ))
+        })?;
+    let lo = arrow::compute::min(time).unwrap_or(i64::MAX);
+    let hi = arrow::compute::max(time).unwrap_or(i64::MIN);
+    debug_assert_eq!(time.null_count(), 0);
+    Ok((lo, hi))
+}
+
+/// The plan that yields the partition's rows in `slice`, merged and deduplicated, in the
+/// table's schema.
+fn merge_plan(
+    plan: &CompactionPlan,
+    store_url: &ObjectStoreUrl,
+    (lo, hi): (i64, i64),
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let schema: SchemaRef = plan.table.arrow_schema();
+    let order_field = Arc::new(Field::new(CHUNK_ORDER, DataType::Int64, false));
+    let mut fields: Vec<Arc<Field>> = schema.fields().iter().cloned().collect();
+    fields.push(Arc::clone(&order_field));
+    let full_schema = Arc::new(Schema::new(fields));
+
+    let mut key: Vec<String> = plan
+        .table
+        .sorted_tags()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    key.push(TIME_COLUMN.to_owned());
+    let mut ordering_names = key.clone();
+    ordering_names.push(CHUNK_ORDER.to_owned());
+    let ordering = sort_ordering(&ordering_names, &full_schema)?;
+
+    let time = col(TIME_COLUMN, &full_schema)?;
+    let timestamp = |ns: i64| lit(ScalarValue::TimestampNanosecond(Some(ns), None));
+    let in_slice: Arc<dyn PhysicalExpr> = Arc::new(BinaryExpr::new(
+        Arc::new(BinaryExpr::new(
+            Arc::clone(&time),
+            Operator::GtEq,
+            timestamp(lo),
+        )),
+        Operator::And,
+        Arc::new(BinaryExpr::new(time, Operator::LtEq, timestamp(hi))),
+    ));
+
+    let scan_schema = ScanSchema::builder(Arc::clone(&schema))
+        .with_table_partition_cols(vec![order_field])
+        .build();
+    // The predicate prunes row groups and pages by statistics; the filter below makes it exact.
+    let source = ParquetSource::new(scan_schema).with_predicate(Arc::clone(&in_slice));
+    // One group per file: each is sorted, and a group keeps its order only if it is one file.
+    let groups = plan
+        .inputs
+        .iter()
+        .map(|f| Ok(FileGroup::new(vec![partitioned_file(f)?])))
+        .collect::<Result<Vec<_>>>()?;
+    let config = FileScanConfigBuilder::new(store_url.clone(), Arc::new(source))
+        .with_file_groups(groups)
+        .with_output_ordering(vec![ordering.clone()])
+        .build();
+    let scan = DataSourceExec::from_data_source(config);
+    let filtered = Arc::new(FilterExec::try_new(in_slice, scan)?);
+    let merged = Arc::new(SortPreservingMergeExec::new(ordering.clone(), filtered));
+    let key_columns = key
+        .iter()
+        .map(|name| full_schema.index_of(name))
+        .collect::<Result<Vec<_>, _>>()?;
+    let deduplicated = Arc::new(DeduplicateExec::new(merged, ordering, key_columns));
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| Ok((col(f.name(), &full_schema)?, f.name().clone())))
+        .collect::<Result<Vec<(Arc<dyn PhysicalExpr>, String)>>>()?;
+    Ok(Arc::new(ProjectionExec::try_new(columns, deduplicated)?))
+}
+
+fn partitioned_file(f: &ParquetFile) -> Result<PartitionedFile> {
+    // The recorded path is already encoded: parse it rather than encode it again.
+    let location = Path::parse(&f.file.path).map_err(|e| DataFusionError::External(Box::new(e)))?;
+    let mut file = PartitionedFile::new(String::new(), f.file.size_bytes)
+        .with_partition_values(vec![ScalarValue::Int64(Some(f.file.max_sequence as i64))]);
+    file.object_meta.location = location;
+    Ok(file)
+}
+
+fn sort_ordering(names: &[String], schema: &Schema) -> Result<LexOrdering> {
+    let exprs = names
+        .iter()
+        .map(|name| {
+            Ok(PhysicalSortExpr::new(
+                col(name, schema)?,
+                SortOptions::default(),
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    LexOrdering::new(exprs).ok_or_else(|| DataFusionError::Internal("empty sort key".into()))
+}

@@ -1,0 +1,190 @@
+//! Which partitions to compact, and into how many files.
+//!
+//! A partition (table, UTC day) is compacted when it holds at least
+//! `--compaction-l0-threshold` level-0 files, or, once its day is over, when it holds more
+//! than one file: a day that no longer receives writes is merged into as few files as the
+//! target size allows, so old data reads as fast as a single file.
+//!
+//! A compaction takes every file of the partition, whatever its level. That keeps the order
+//! between sources exact: queries and replay order a partition's sources by their highest
+//! WAL sequence number, and a merged file inherits the highest of its inputs, so merging a
+//! subset that skipped a file in between would make the skipped file look older than rows
+//! written before it. Files persisted while a compaction runs have higher sequence numbers
+//! than all its inputs and stay as they are.
+
+use std::sync::Arc;
+
+use catalog::{CatalogSnapshot, DatabaseSchema, ParquetFile, TableSchema};
+
+/// One partition's compaction.
+#[derive(Debug, Clone)]
+pub(crate) struct CompactionPlan {
+    pub(crate) database: Arc<DatabaseSchema>,
+    pub(crate) table: Arc<TableSchema>,
+    pub(crate) day: i64,
+    /// Every file of the partition, oldest first.
+    pub(crate) inputs: Vec<ParquetFile>,
+    /// How many files the output is cut into (by time, so they do not overlap).
+    pub(crate) outputs: usize,
+}
+
+impl CompactionPlan {
+    pub(crate) fn input_bytes(&self) -> u64 {
+        self.inputs.iter().map(|f| f.file.size_bytes).sum()
+    }
+
+    pub(crate) fn input_rows(&self) -> u64 {
+        self.inputs.iter().map(|f| f.file.row_count).sum()
+    }
+}
+
+/// What makes a partition worth compacting.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PlanRules {
+    pub(crate) l0_threshold: usize,
+    pub(crate) target_file_bytes: u64,
+    /// Today's UTC day number: earlier days are cold.
+    pub(crate) today: i64,
+}
+
+/// The partitions of `snapshot` to compact, the most level-0 files first.
+pub(crate) fn plan(snapshot: &CatalogSnapshot, rules: PlanRules) -> Vec<CompactionPlan> {
+    let mut plans = Vec::new();
+    for database in snapshot.databases.values() {
+        for table in database.tables.values() {
+            let files = snapshot.table_files(table.id);
+            let mut days: Vec<i64> = files.iter().map(|f| f.file.partition_day).collect();
+            days.sort_unstable();
+            days.dedup();
+            for day in days {
+                let inputs: Vec<ParquetFile> = files
+                    .iter()
+                    .filter(|f| f.file.partition_day == day)
+                    .cloned()
+                    .collect();
+                let level0 = inputs.iter().filter(|f| f.file.level == 0).count();
+                let bytes: u64 = inputs.iter().map(|f| f.file.size_bytes).sum();
+                let outputs = bytes.div_ceil(rules.target_file_bytes.max(1)).max(1) as usize;
+                let many = level0 >= rules.l0_threshold.max(2);
+                let cold = day < rules.today && level0 > 0 && inputs.len() > outputs;
+                if many || cold {
+                    plans.push(CompactionPlan {
+                        database: Arc::clone(database),
+                        table: Arc::clone(table),
+                        day,
+                        inputs,
+                        outputs,
+                    });
+                }
+            }
+        }
+    }
+    plans.sort_by_key(|p| std::cmp::Reverse(p.inputs.iter().filter(|f| f.file.level == 0).count()));
+    plans
+}
+
+/// `[min, max]` cut into `parts` adjacent, non-overlapping inclusive ranges covering it.
+pub(crate) fn time_slices(min: i64, max: i64, parts: usize) -> Vec<(i64, i64)> {
+    let parts = parts.max(1) as i128;
+    let (lo, hi) = (min as i128, max as i128);
+    let width = (hi - lo + 1).max(1);
+    let parts = parts.min(width);
+    (0..parts)
+        .map(|i| {
+            let start = lo + width * i / parts;
+            let end = lo + width * (i + 1) / parts - 1;
+            (start as i64, end as i64)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use catalog::{DatabaseId, NewParquetFile, ParquetFileId, TableId};
+    use std::collections::BTreeMap;
+
+    fn snapshot(files: &[(i64, u8, u64)]) -> CatalogSnapshot {
+        let table = TableSchema {
+            id: TableId(1),
+            name: "cpu".into(),
+            columns: BTreeMap::new(),
+            sort_key: Arc::from(Vec::new()),
+        };
+        let database = DatabaseSchema {
+            id: DatabaseId(1),
+            name: "db".into(),
+            tables: BTreeMap::from([(Arc::from("cpu"), Arc::new(table))]),
+        };
+        let files: Vec<ParquetFile> = files
+            .iter()
+            .enumerate()
+            .map(|(i, &(day, level, size))| ParquetFile {
+                id: ParquetFileId(i as i64),
+                file: NewParquetFile {
+                    table_id: TableId(1),
+                    partition_day: day,
+                    path: format!("db/cpu/{day}/{i}.parquet"),
+                    size_bytes: size,
+                    row_count: 10,
+                    min_time_ns: 0,
+                    max_time_ns: 10,
+                    level,
+                    min_sequence: i as u64,
+                    max_sequence: i as u64,
+                },
+            })
+            .collect();
+        CatalogSnapshot {
+            databases: BTreeMap::from([(Arc::from("db"), Arc::new(database))]),
+            deleted_wal_cutoffs: BTreeMap::new(),
+            parquet_files: BTreeMap::from([(TableId(1), files.into())]),
+        }
+    }
+
+    const RULES: PlanRules = PlanRules {
+        l0_threshold: 3,
+        target_file_bytes: 100,
+        today: 10,
+    };
+
+    #[test]
+    fn a_partition_of_today_waits_for_the_level0_threshold() {
+        assert!(plan(&snapshot(&[(10, 0, 1), (10, 0, 1)]), RULES).is_empty());
+        let plans = plan(
+            &snapshot(&[(10, 1, 50), (10, 0, 1), (10, 0, 1), (10, 0, 1)]),
+            RULES,
+        );
+        assert_eq!(plans.len(), 1);
+        assert_eq!(
+            plans[0].inputs.len(),
+            4,
+            "every file of the partition, level 1 too"
+        );
+        assert_eq!(plans[0].outputs, 1);
+    }
+
+    #[test]
+    fn a_past_day_with_new_files_is_merged_down_to_its_target_size() {
+        let plans = plan(
+            &snapshot(&[(9, 0, 30), (9, 0, 30), (9, 0, 60), (10, 0, 1)]),
+            RULES,
+        );
+        assert_eq!(plans.len(), 1);
+        assert_eq!((plans[0].day, plans[0].outputs), (9, 2));
+        // Already as few files as the target size allows, or nothing new: left alone.
+        assert!(plan(&snapshot(&[(9, 0, 150)]), RULES).is_empty());
+        assert!(plan(&snapshot(&[(9, 1, 90), (9, 1, 90)]), RULES).is_empty());
+    }
+
+    #[test]
+    fn time_slices_cover_the_range_without_overlap() {
+        assert_eq!(time_slices(0, 9, 1), [(0, 9)]);
+        assert_eq!(time_slices(0, 9, 3), [(0, 2), (3, 5), (6, 9)]);
+        assert_eq!(time_slices(5, 5, 4), [(5, 5)]);
+        let slices = time_slices(i64::MIN, i64::MAX, 2);
+        assert_eq!(slices[0].0, i64::MIN);
+        assert_eq!(slices[1].1, i64::MAX);
+        assert_eq!(slices[0].1 + 1, slices[1].0);
+    }
+}
