@@ -16,6 +16,14 @@ pub(crate) const DEFAULT_QUERY_MEM_LIMIT: &str = "1GiB";
 pub(crate) const DEFAULT_PERSIST_INTERVAL: &str = "10s";
 /// Default for `--parquet-cache-size`.
 pub(crate) const DEFAULT_PARQUET_CACHE_SIZE: &str = "512MiB";
+/// Default for `--compaction-interval`.
+pub(crate) const DEFAULT_COMPACTION_INTERVAL: &str = "10s";
+/// Default for `--compaction-target-file-size`.
+pub(crate) const DEFAULT_COMPACTION_TARGET_FILE_SIZE: &str = "100MiB";
+/// Default for `--compaction-mem-limit`.
+pub(crate) const DEFAULT_COMPACTION_MEM_LIMIT: &str = "256MiB";
+/// Default for `--gc-grace-period`.
+pub(crate) const DEFAULT_GC_GRACE_PERIOD: &str = "1h";
 
 /// Where persisted Parquet files are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -34,8 +42,8 @@ pub(crate) struct ServeConfig {
     #[arg(long, env = "TRIBUTARY_DATA_DIR", default_value = "./tributary-data")]
     pub(crate) data_dir: PathBuf,
 
-    /// Address for HTTP (and later gRPC). Port 0 picks a free port; the bound address is
-    /// logged and written to `<data-dir>/http-addr`.
+    /// Address for HTTP and gRPC (Flight SQL, Flight). Port 0 picks a free port; the bound
+    /// address is logged and written to `<data-dir>/http-addr`.
     #[arg(long, env = "TRIBUTARY_HTTP_BIND", default_value = "127.0.0.1:8181")]
     pub(crate) http_bind: SocketAddr,
 
@@ -115,6 +123,28 @@ pub(crate) struct ServeConfig {
     #[arg(long, env = "TRIBUTARY_PARQUET_CACHE_SIZE", default_value = DEFAULT_PARQUET_CACHE_SIZE, value_parser = parse_size)]
     pub(crate) parquet_cache_size: u64,
 
+    /// How often the compactor looks for partitions to merge, e.g. `10s`.
+    #[arg(long, env = "TRIBUTARY_COMPACTION_INTERVAL", default_value = DEFAULT_COMPACTION_INTERVAL, value_parser = humantime::parse_duration)]
+    pub(crate) compaction_interval: Duration,
+
+    /// Level-0 (freshly persisted) files that make a partition of the current day worth
+    /// merging; past days are merged as soon as they have new files.
+    #[arg(long, env = "TRIBUTARY_COMPACTION_L0_THRESHOLD", default_value_t = compactor::DEFAULT_L0_THRESHOLD)]
+    pub(crate) compaction_l0_threshold: usize,
+
+    /// Largest file the compactor writes; a larger partition is cut by time into several.
+    #[arg(long, env = "TRIBUTARY_COMPACTION_TARGET_FILE_SIZE", default_value = DEFAULT_COMPACTION_TARGET_FILE_SIZE, value_parser = parse_size)]
+    pub(crate) compaction_target_file_size: u64,
+
+    /// Memory the compactor's merge may hold.
+    #[arg(long, env = "TRIBUTARY_COMPACTION_MEM_LIMIT", default_value = DEFAULT_COMPACTION_MEM_LIMIT, value_parser = parse_size)]
+    pub(crate) compaction_mem_limit: u64,
+
+    /// How long an object replaced by compaction, or never recorded (a crashed upload), is
+    /// kept before it is deleted: longer than any query runs.
+    #[arg(long, env = "TRIBUTARY_GC_GRACE_PERIOD", default_value = DEFAULT_GC_GRACE_PERIOD, value_parser = humantime::parse_duration)]
+    pub(crate) gc_grace_period: Duration,
+
     /// Log filter in `tracing` syntax, e.g. `info` or `info,ingester=debug`.
     #[arg(long, env = "TRIBUTARY_LOG_FILTER", default_value = "info")]
     pub(crate) log_filter: String,
@@ -179,6 +209,30 @@ impl ServeConfig {
                 "--persist-interval (TRIBUTARY_PERSIST_INTERVAL) must be longer than 0s".into(),
             );
         }
+        if self.compaction_interval.is_zero() {
+            return Err(
+                "--compaction-interval (TRIBUTARY_COMPACTION_INTERVAL) must be longer than 0s"
+                    .into(),
+            );
+        }
+        if self.compaction_l0_threshold < 2 {
+            return Err(format!(
+                "--compaction-l0-threshold (TRIBUTARY_COMPACTION_L0_THRESHOLD) must be at least 2, got {}",
+                self.compaction_l0_threshold
+            ));
+        }
+        min(
+            self.compaction_target_file_size,
+            "compaction-target-file-size",
+            "TRIBUTARY_COMPACTION_TARGET_FILE_SIZE",
+            1024,
+        )?;
+        min(
+            self.compaction_mem_limit,
+            "compaction-mem-limit",
+            "TRIBUTARY_COMPACTION_MEM_LIMIT",
+            1024 * 1024,
+        )?;
         if self.object_store == ObjectStoreKind::S3 && self.bucket.is_none() {
             return Err(
                 "--object-store s3 needs --bucket (TRIBUTARY_BUCKET): the bucket must exist".into(),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
 use catalog::{Catalog, CatalogLimits, SqliteCatalog};
+use compactor::{Compactor, CompactorConfig};
 use ingester::{Ingester, IngesterConfig, ObjectStorage};
 use prometheus_client::registry::Registry;
 use querier::{BufferReader, BufferedPartition, Querier, QuerierConfig};
@@ -190,6 +191,21 @@ async fn run(config: ServeConfig) -> anyhow::Result<()> {
     write_bound_address(&config, addr)?;
     tracing::info!(%addr, "listening for HTTP and gRPC (Flight SQL)");
 
+    let compactor = Compactor::new(
+        CompactorConfig {
+            interval: config.compaction_interval,
+            l0_threshold: config.compaction_l0_threshold,
+            target_file_bytes: config.compaction_target_file_size,
+            mem_limit_bytes: config.compaction_mem_limit as usize,
+            gc_grace_period: config.gc_grace_period,
+        },
+        Arc::clone(&catalog),
+        storage.clone(),
+        &mut registry,
+    )
+    .context("cannot set up the compactor")?
+    .start()
+    .context("cannot start the compactor")?;
     let flight = querier::flight::service(querier.clone());
     let state = AppState::new(
         catalog,
@@ -210,6 +226,8 @@ async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .await
         .context("HTTP server failed")?;
 
+    // A compaction in progress finishes first; its files are then recorded or removed.
+    tokio::task::block_in_place(|| compactor.stop());
     tracing::info!(
         "in-flight requests finished; persisting the buffer and closing the write-ahead log"
     );
