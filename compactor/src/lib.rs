@@ -374,6 +374,7 @@ impl Compactor {
                 return Err(e);
             }
         };
+        failpoint("compaction-after-upload");
         let removed = plan.inputs.iter().map(|f| f.id).collect();
         let uploaded: Vec<object_store::path::Path> = outputs
             .iter()
@@ -387,6 +388,7 @@ impl Compactor {
                 return Err(CompactionError::Catalog(e));
             }
         };
+        failpoint("compaction-after-catalog");
         let report = CompactionReport {
             table_id: plan.table.id,
             partition_day: plan.day,
@@ -440,6 +442,17 @@ impl Inner {
         // One partition at a time, on one core.
         let config = SessionConfig::new().with_target_partitions(1);
         SessionContext::new_with_config_rt(config, Arc::clone(&self.runtime)).task_ctx()
+    }
+}
+
+/// Aborts the process (no cleanup, like a crash) when `TRIBUTARY_FAILPOINT` names this step:
+/// the end-to-end tests kill a compaction between its upload and its catalog swap, and after.
+fn failpoint(name: &str) {
+    static ARMED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let armed = ARMED.get_or_init(|| std::env::var("TRIBUTARY_FAILPOINT").ok());
+    if armed.as_deref() == Some(name) {
+        eprintln!("failpoint {name} reached: aborting");
+        std::process::abort();
     }
 }
 
