@@ -5,7 +5,7 @@
 //! - [`encode_partition`] and [`PartitionWriter`]: one partition's rows, sorted by the table's
 //!   sort key, as a Parquet file (zstd, dictionary-encoded tags with bloom filters, statistics,
 //!   page index, `sorting_columns`).
-//! - [`object_path`]: `<db>/<table>/<YYYY-MM-DD>/<uuid>.parquet`.
+//! - [`object_path`] gives `<db>/<table>/<YYYY-MM-DD>/<uuid>.parquet`.
 //! - [`ObjectStorage`]: the object store, with durable uploads on the local file system and
 //!   an in-memory cache of whole files for readers.
 
