@@ -17,7 +17,6 @@
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::compute::SortOptions;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampNanosecondType};
 use catalog::{NewParquetFile, ParquetFile, TIME_COLUMN};
 use datafusion::common::ScalarValue;
@@ -29,13 +28,13 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::Operator;
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::{BinaryExpr, col, lit};
-use datafusion::physical_expr::{LexOrdering, PhysicalExpr, PhysicalSortExpr};
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
-use dedup::{CHUNK_ORDER, DeduplicateExec};
+use dedup::{CHUNK_ORDER, DeduplicateExec, sort_ordering};
 use futures::StreamExt;
 use object_store::path::Path;
 use parquet_file::{ObjectStorage, PartitionWriter};
@@ -174,7 +173,7 @@ fn merge_plan(
     key.push(TIME_COLUMN.to_owned());
     let mut ordering_names = key.clone();
     ordering_names.push(CHUNK_ORDER.to_owned());
-    let ordering = sort_ordering(&ordering_names, &full_schema)?;
+    let ordering = sort_ordering(ordering_names.iter().map(String::as_str), &full_schema)?;
 
     let time = col(TIME_COLUMN, &full_schema)?;
     let timestamp = |ns: i64| lit(ScalarValue::TimestampNanosecond(Some(ns), None));
@@ -226,17 +225,4 @@ fn partitioned_file(f: &ParquetFile) -> Result<PartitionedFile> {
         .with_partition_values(vec![ScalarValue::Int64(Some(f.file.max_sequence as i64))]);
     file.object_meta.location = location;
     Ok(file)
-}
-
-fn sort_ordering(names: &[String], schema: &Schema) -> Result<LexOrdering> {
-    let exprs = names
-        .iter()
-        .map(|name| {
-            Ok(PhysicalSortExpr::new(
-                col(name, schema)?,
-                SortOptions::default(),
-            ))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    LexOrdering::new(exprs).ok_or_else(|| DataFusionError::Internal("empty sort key".into()))
 }

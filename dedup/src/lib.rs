@@ -301,6 +301,25 @@ impl Deduplicator {
     }
 }
 
+/// The ascending ordering by the columns `names` of `schema`: a partition's sort key, then
+/// [`CHUNK_ORDER`] where sources are merged.
+pub fn sort_ordering<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+    schema: &arrow::datatypes::Schema,
+) -> Result<LexOrdering> {
+    let exprs = names
+        .into_iter()
+        .map(|name| {
+            Ok(datafusion::physical_expr::PhysicalSortExpr::new(
+                datafusion::physical_expr::expressions::col(name, schema)?,
+                arrow::compute::SortOptions::default(),
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    LexOrdering::new(exprs)
+        .ok_or_else(|| datafusion::error::DataFusionError::Internal("empty sort key".into()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,6 @@ use arrow::compute::{max, min};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampNanosecondType};
 use async_trait::async_trait;
 use catalog::{Catalog, DatabaseSchema, ParquetFile, TIME_COLUMN, TableSchema};
-use datafusion::arrow::compute::SortOptions;
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::common::DFSchema;
 use datafusion::config::TableParquetOptions;
@@ -37,8 +36,8 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::col;
-use datafusion::physical_expr::{LexOrdering, PhysicalExpr, PhysicalSortExpr};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
@@ -46,7 +45,7 @@ use datafusion::scalar::ScalarValue;
 use object_store::path::Path;
 
 use crate::{BufferReader, BufferedPartition};
-use dedup::{CHUNK_ORDER, DeduplicateExec};
+use dedup::{CHUNK_ORDER, DeduplicateExec, sort_ordering};
 
 /// Where the querier finds what a table's scan needs.
 #[derive(Debug, Clone)]
@@ -470,22 +469,6 @@ fn partitioned_file(f: &ParquetFile) -> Result<PartitionedFile> {
     let mut file = PartitionedFile::new(String::new(), f.file.size_bytes);
     file.object_meta.location = location;
     Ok(file)
-}
-
-fn sort_ordering<'a>(
-    names: impl IntoIterator<Item = &'a str>,
-    schema: &Schema,
-) -> Result<LexOrdering> {
-    let exprs = names
-        .into_iter()
-        .map(|name| {
-            Ok(PhysicalSortExpr::new(
-                col(name, schema)?,
-                SortOptions::default(),
-            ))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    LexOrdering::new(exprs).ok_or_else(|| DataFusionError::Internal("empty sort key".into()))
 }
 
 /// Groups a partition's sources into sets whose time ranges overlap (transitively); within a
