@@ -186,7 +186,13 @@ impl Catalog for SqliteCatalog {
                 params![db.id.0, wal_cutoff as i64],
             )?;
             let mut next = (*current).clone();
-            next.databases.remove(name.as_str());
+            // Its files leave the snapshot too: nothing reads them, and garbage collection
+            // deletes what the snapshot does not list (as after a restart, see load_snapshot).
+            if let Some(removed) = next.databases.remove(name.as_str()) {
+                for table in removed.tables.values() {
+                    next.parquet_files.remove(&table.id);
+                }
+            }
             let cutoff = next
                 .deleted_wal_cutoffs
                 .entry(Arc::from(name.as_str()))

@@ -49,6 +49,12 @@ pub const DEFAULT_MEM_LIMIT_BYTES: usize = 256 * 1024 * 1024;
 /// Default for `--gc-grace-period`.
 pub const DEFAULT_GC_GRACE_PERIOD: Duration = Duration::from_secs(3600);
 
+/// Rows per batch the merge reads from each input: small, since it holds one per input.
+const MERGE_BATCH_ROWS: usize = 2048;
+/// Memory budgeted per input file of a merge; `--compaction-mem-limit` divided by it caps how
+/// many files one compaction takes.
+const MEMORY_PER_INPUT_BYTES: usize = 1024 * 1024;
+
 /// The URL the object store is registered under in the compactor's DataFusion runtime.
 const OBJECT_STORE_URL: &str = "tributary://objects";
 
@@ -284,18 +290,22 @@ impl Compactor {
                 _ = stopped.changed() => return,
             }
             let now = Instant::now();
-            retry_after.retain(|_, (at, _)| *at > now);
+            // A partition's last delay is kept past its retry time, so the next failure doubles
+            // it; it is forgotten once the partition has gone quiet for a while.
+            retry_after.retain(|_, (at, backoff)| now < *at + *backoff * 4);
             let plans = self.plans();
             for plan in plans {
                 if *stopped.borrow() {
                     return;
                 }
                 let key = (plan.table.id, plan.day);
-                if retry_after.contains_key(&key) {
+                if retry_after.get(&key).is_some_and(|(at, _)| *at > now) {
                     continue;
                 }
                 match self.compact(&plan).await {
-                    Ok(report) => tracing::info!(
+                    Ok(report) => {
+                        retry_after.remove(&key);
+                        tracing::info!(
                         db = %plan.database.name,
                         table = %plan.table.name,
                         partition = %catalog::partition_date(plan.day),
@@ -307,7 +317,8 @@ impl Compactor {
                         bytes_out = report.bytes_out,
                         ms = report.duration.as_millis() as u64,
                         "compacted"
-                    ),
+                        )
+                    }
                     Err(e) => {
                         let backoff = retry_after
                             .get(&key)
@@ -343,6 +354,7 @@ impl Compactor {
                 l0_threshold: self.inner.config.l0_threshold,
                 target_file_bytes: self.inner.config.target_file_bytes,
                 today,
+                max_inputs: (self.inner.config.mem_limit_bytes / MEMORY_PER_INPUT_BYTES).max(2),
             },
         );
         self.inner.metrics.backlog.set(plans.len() as i64);
@@ -440,7 +452,9 @@ impl Compactor {
 impl Inner {
     fn task_ctx(&self) -> Arc<datafusion::execution::TaskContext> {
         // One partition at a time, on one core.
-        let config = SessionConfig::new().with_target_partitions(1);
+        let config = SessionConfig::new()
+            .with_target_partitions(1)
+            .with_batch_size(MERGE_BATCH_ROWS);
         SessionContext::new_with_config_rt(config, Arc::clone(&self.runtime)).task_ctx()
     }
 }

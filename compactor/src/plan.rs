@@ -45,6 +45,8 @@ pub(crate) struct PlanRules {
     pub(crate) target_file_bytes: u64,
     /// Today's UTC day number: earlier days are cold.
     pub(crate) today: i64,
+    /// Most files one compaction merges.
+    pub(crate) max_inputs: usize,
 }
 
 /// The partitions of `snapshot` to compact, the most level-0 files first.
@@ -57,9 +59,11 @@ pub(crate) fn plan(snapshot: &CatalogSnapshot, rules: PlanRules) -> Vec<Compacti
             days.sort_unstable();
             days.dedup();
             for day in days {
+                // Oldest first (the catalog lists files by sequence number).
                 let inputs: Vec<ParquetFile> = files
                     .iter()
                     .filter(|f| f.file.partition_day == day)
+                    .take(rules.max_inputs.max(2))
                     .cloned()
                     .collect();
                 let level0 = inputs.iter().filter(|f| f.file.level == 0).count();
@@ -146,6 +150,7 @@ mod tests {
         l0_threshold: 3,
         target_file_bytes: 100,
         today: 10,
+        max_inputs: 100,
     };
 
     #[test]
@@ -175,6 +180,24 @@ mod tests {
         // Already as few files as the target size allows, or nothing new: left alone.
         assert!(plan(&snapshot(&[(9, 0, 150)]), RULES).is_empty());
         assert!(plan(&snapshot(&[(9, 1, 90), (9, 1, 90)]), RULES).is_empty());
+    }
+
+    #[test]
+    fn a_compaction_takes_the_oldest_files_up_to_its_fan_in() {
+        let files: Vec<(i64, u8, u64)> = (0..7).map(|_| (10, 0, 1)).collect();
+        let plans = plan(
+            &snapshot(&files),
+            PlanRules {
+                max_inputs: 4,
+                ..RULES
+            },
+        );
+        let sequences: Vec<u64> = plans[0]
+            .inputs
+            .iter()
+            .map(|f| f.file.max_sequence)
+            .collect();
+        assert_eq!(sequences, [0, 1, 2, 3]);
     }
 
     #[test]

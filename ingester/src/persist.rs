@@ -160,7 +160,9 @@ impl Ingester {
             }
             let under_pressure = self.inner.buffer.size_bytes() > pressure_bytes;
             let now = Instant::now();
-            retry_after.retain(|_, (at, _)| *at > now);
+            // A partition's last delay is kept past its retry time, so the next failure doubles
+            // it; it is forgotten once the partition has gone quiet for a while.
+            retry_after.retain(|_, (at, backoff)| now < *at + *backoff * 4);
             for key in self
                 .inner
                 .buffer
@@ -169,11 +171,13 @@ impl Ingester {
                 if *stopped.borrow() {
                     return;
                 }
-                if retry_after.contains_key(&key) {
+                if retry_after.get(&key).is_some_and(|(at, _)| *at > now) {
                     continue;
                 }
                 match self.persist_partition(&key).await {
-                    Ok(_) => {}
+                    Ok(_) => {
+                        retry_after.remove(&key);
+                    }
                     Err(e) => {
                         let backoff = retry_after
                             .get(&key)
