@@ -132,6 +132,14 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     /// recorded over another.
     async fn add_parquet_files(&self, files: Vec<NewParquetFile>) -> Result<Vec<ParquetFile>>;
 
+    /// Sets how long a database keeps rows (`None`: forever); queries stop returning older
+    /// rows at once, and their partitions are dropped by the retention check.
+    async fn set_retention_period(
+        &self,
+        name: &str,
+        retention_period_ns: Option<i64>,
+    ) -> Result<Arc<DatabaseSchema>>;
+
     /// Swaps files in one transaction: forgets `removed`, records `added`, and lists the
     /// removed files' objects as dropped now (see [`Catalog::deleted_objects`]). Fails with
     /// [`Error::FilesChanged`], changing nothing, when any of `removed` is no longer recorded.

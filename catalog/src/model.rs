@@ -205,11 +205,20 @@ pub struct DatabaseSchema {
     pub id: DatabaseId,
     pub name: Arc<str>,
     pub tables: BTreeMap<Arc<str>, Arc<TableSchema>>,
+    /// Rows older than this (by their time, against the clock) are not queried and their
+    /// partitions are dropped; `None` keeps everything.
+    pub retention_period_ns: Option<i64>,
 }
 
 impl DatabaseSchema {
     pub fn table(&self, name: &str) -> Option<&Arc<TableSchema>> {
         self.tables.get(name)
+    }
+
+    /// The oldest time still retained at `now_ns`, if the database has a retention period.
+    pub fn retention_cutoff_ns(&self, now_ns: i64) -> Option<i64> {
+        self.retention_period_ns
+            .map(|period| now_ns.saturating_sub(period))
     }
 }
 

@@ -19,7 +19,9 @@ CREATE TABLE IF NOT EXISTS databases (
     name TEXT NOT NULL,
     deleted INTEGER NOT NULL DEFAULT 0,
     -- The highest WAL sequence number handed out when the database was deleted.
-    deleted_wal_cutoff INTEGER
+    deleted_wal_cutoff INTEGER,
+    -- Rows older than this many nanoseconds are not kept; NULL keeps everything.
+    retention_ns INTEGER
 );
 CREATE UNIQUE INDEX IF NOT EXISTS databases_live_name ON databases(name) WHERE deleted = 0;
 CREATE TABLE IF NOT EXISTS tables (
@@ -160,6 +162,7 @@ impl Catalog for SqliteCatalog {
                 id,
                 name: name.into(),
                 tables: BTreeMap::new(),
+                retention_period_ns: None,
             });
             let mut next = (*current).clone();
             next.databases.insert(Arc::clone(&db.name), Arc::clone(&db));
@@ -224,6 +227,34 @@ impl Catalog for SqliteCatalog {
             }
             *inner.snapshot.write() = Arc::new(next);
             Ok(recorded)
+        })
+        .await
+    }
+
+    async fn set_retention_period(
+        &self,
+        name: &str,
+        retention_period_ns: Option<i64>,
+    ) -> Result<Arc<DatabaseSchema>> {
+        let name = name.to_owned();
+        self.blocking(move |inner| {
+            let conn = inner.conn.lock();
+            let current = Arc::clone(&inner.snapshot.read());
+            let Some(db) = current.database(&name) else {
+                return Err(Error::DatabaseNotFound { name });
+            };
+            conn.execute(
+                "UPDATE databases SET retention_ns = ?2 WHERE id = ?1",
+                params![db.id.0, retention_period_ns],
+            )?;
+            let db = Arc::new(DatabaseSchema {
+                retention_period_ns,
+                ..(**db).clone()
+            });
+            let mut next = (*current).clone();
+            next.databases.insert(Arc::clone(&db.name), Arc::clone(&db));
+            *inner.snapshot.write() = Arc::new(next);
+            Ok(db)
         })
         .await
     }
@@ -464,6 +495,7 @@ impl Inner {
                 id: db_id,
                 name: db_name.into(),
                 tables: BTreeMap::new(),
+                retention_period_ns: None,
             });
         {
             let mut insert_table = tx.prepare_cached(
@@ -511,6 +543,13 @@ impl Inner {
 
 /// Brings a catalog file written by an older version up to [`SCHEMA`].
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let has_retention: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('databases') WHERE name = 'retention_ns'")?
+        .exists([])?;
+    if !has_retention {
+        // Databases created before retention existed keep everything.
+        conn.execute("ALTER TABLE databases ADD COLUMN retention_ns INTEGER", [])?;
+    }
     let has_sort_key: bool = conn
         .prepare("SELECT 1 FROM pragma_table_info('tables') WHERE name = 'sort_key'")?
         .exists([])?;
@@ -536,16 +575,24 @@ fn load_snapshot(conn: &Connection) -> Result<CatalogSnapshot> {
             .deleted_wal_cutoffs
             .insert(name.into(), cutoff.unwrap_or(0) as u64);
     }
-    let mut stmt = conn.prepare("SELECT id, name FROM databases WHERE deleted = 0")?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+    let mut stmt =
+        conn.prepare("SELECT id, name, retention_ns FROM databases WHERE deleted = 0")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<i64>>(2)?,
+        ))
+    })?;
     for row in rows {
-        let (id, name) = row?;
+        let (id, name, retention_period_ns) = row?;
         by_id.insert(
             id,
             DatabaseSchema {
                 id: DatabaseId(id),
                 name: name.into(),
                 tables: BTreeMap::new(),
+                retention_period_ns,
             },
         );
     }

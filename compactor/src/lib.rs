@@ -2,6 +2,8 @@
 //! objects nothing refers to any more.
 //!
 //! ```text
+//! every --retention-check-interval:
+//!   partitions wholly older than their database's retention period -> dropped from the catalog
 //! every --compaction-interval:
 //!   plan (catalog snapshot) -> partitions with many level-0 files, or past days with new files
 //!   per partition: merge + dedup -> level-1 files cut by time (uploaded)
@@ -46,6 +48,8 @@ pub const DEFAULT_L0_THRESHOLD: usize = 10;
 pub const DEFAULT_TARGET_FILE_BYTES: u64 = 100 * 1024 * 1024;
 /// Default for `--compaction-mem-limit`.
 pub const DEFAULT_MEM_LIMIT_BYTES: usize = 256 * 1024 * 1024;
+/// Default for `--retention-check-interval`.
+pub const DEFAULT_RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 /// Default for `--gc-grace-period`.
 pub const DEFAULT_GC_GRACE_PERIOD: Duration = Duration::from_secs(3600);
 
@@ -72,6 +76,8 @@ pub struct CompactorConfig {
     /// How long a replaced or unrecorded object stays before it is deleted: longer than any
     /// query runs, so none loses a file it is reading.
     pub gc_grace_period: Duration,
+    /// How often partitions past their database's retention period are dropped.
+    pub retention_check_interval: Duration,
 }
 
 impl Default for CompactorConfig {
@@ -82,6 +88,7 @@ impl Default for CompactorConfig {
             target_file_bytes: DEFAULT_TARGET_FILE_BYTES,
             mem_limit_bytes: DEFAULT_MEM_LIMIT_BYTES,
             gc_grace_period: DEFAULT_GC_GRACE_PERIOD,
+            retention_check_interval: DEFAULT_RETENTION_CHECK_INTERVAL,
         }
     }
 }
@@ -133,6 +140,7 @@ struct Metrics {
     bytes_out: Counter,
     backlog: Gauge,
     objects_deleted: Counter,
+    retention_files_dropped: Counter,
 }
 
 impl Metrics {
@@ -179,6 +187,11 @@ impl Metrics {
             "objects_deleted",
             "Objects deleted by garbage collection",
             self.objects_deleted.clone(),
+        );
+        r.register(
+            "retention_files_dropped",
+            "Files dropped because their partition is past its database's retention period",
+            self.retention_files_dropped.clone(),
         );
     }
 }
@@ -284,62 +297,89 @@ impl Compactor {
 
     async fn run(&self, stopped: &mut watch::Receiver<bool>) {
         let mut retry_after: HashMap<(TableId, i64), (Instant, Duration)> = HashMap::new();
+        let config = &self.inner.config;
+        let tick = config.interval.min(config.retention_check_interval);
+        let mut next_compaction = Instant::now() + config.interval;
+        let mut next_retention = Instant::now() + config.retention_check_interval;
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(self.inner.config.interval) => {}
+                _ = tokio::time::sleep(tick) => {}
                 _ = stopped.changed() => return,
             }
             let now = Instant::now();
-            // A partition's last delay is kept past its retry time, so the next failure doubles
-            // it; it is forgotten once the partition has gone quiet for a while.
-            retry_after.retain(|_, (at, backoff)| now < *at + *backoff * 4);
-            let plans = self.plans();
-            for plan in plans {
-                if *stopped.borrow() {
-                    return;
+            if now >= next_retention {
+                next_retention = now + config.retention_check_interval;
+                if let Err(e) = self.enforce_retention().await {
+                    self.inner.metrics.errors.inc();
+                    tracing::warn!(error = %error_chain(&e), "retention check failed; it runs again next time");
                 }
-                let key = (plan.table.id, plan.day);
-                if retry_after.get(&key).is_some_and(|(at, _)| *at > now) {
-                    continue;
-                }
-                match self.compact(&plan).await {
-                    Ok(report) => {
-                        retry_after.remove(&key);
-                        tracing::info!(
-                        db = %plan.database.name,
-                        table = %plan.table.name,
-                        partition = %catalog::partition_date(plan.day),
-                        files_in = report.files_in,
-                        files_out = report.files_out,
-                        rows_in = report.rows_in,
-                        rows_out = report.rows_out,
-                        bytes_in = report.bytes_in,
-                        bytes_out = report.bytes_out,
-                        ms = report.duration.as_millis() as u64,
-                        "compacted"
-                        )
-                    }
-                    Err(e) => {
-                        let backoff = retry_after
-                            .get(&key)
-                            .map_or(Duration::from_secs(1), |(_, b)| {
-                                (*b * 2).min(Duration::from_secs(300))
-                            });
-                        tracing::warn!(
-                            db = %plan.database.name,
-                            table = %plan.table.name,
-                            partition = %catalog::partition_date(plan.day),
-                            error = %error_chain(&e),
-                            retry_in = ?backoff,
-                            "compaction failed; the files stay as they are"
-                        );
-                        retry_after.insert(key, (Instant::now() + backoff, backoff));
-                    }
-                }
+            }
+            if now >= next_compaction {
+                next_compaction = now + config.interval;
+                self.compact_due(&mut retry_after, stopped).await;
             }
             if let Err(e) = self.collect_garbage().await {
                 self.inner.metrics.errors.inc();
                 tracing::warn!(error = %error_chain(&e), "garbage collection failed; it runs again next time");
+            }
+            if *stopped.borrow() {
+                return;
+            }
+        }
+    }
+
+    /// One pass over the partitions due for compaction.
+    async fn compact_due(
+        &self,
+        retry_after: &mut HashMap<(TableId, i64), (Instant, Duration)>,
+        stopped: &watch::Receiver<bool>,
+    ) {
+        let now = Instant::now();
+        // A partition's last delay is kept past its retry time, so the next failure doubles
+        // it; it is forgotten once the partition has gone quiet for a while.
+        retry_after.retain(|_, (at, backoff)| now < *at + *backoff * 4);
+        let plans = self.plans();
+        for plan in plans {
+            if *stopped.borrow() {
+                return;
+            }
+            let key = (plan.table.id, plan.day);
+            if retry_after.get(&key).is_some_and(|(at, _)| *at > now) {
+                continue;
+            }
+            match self.compact(&plan).await {
+                Ok(report) => {
+                    retry_after.remove(&key);
+                    tracing::info!(
+                    db = %plan.database.name,
+                    table = %plan.table.name,
+                    partition = %catalog::partition_date(plan.day),
+                    files_in = report.files_in,
+                    files_out = report.files_out,
+                    rows_in = report.rows_in,
+                    rows_out = report.rows_out,
+                    bytes_in = report.bytes_in,
+                    bytes_out = report.bytes_out,
+                    ms = report.duration.as_millis() as u64,
+                    "compacted"
+                    )
+                }
+                Err(e) => {
+                    let backoff = retry_after
+                        .get(&key)
+                        .map_or(Duration::from_secs(1), |(_, b)| {
+                            (*b * 2).min(Duration::from_secs(300))
+                        });
+                    tracing::warn!(
+                        db = %plan.database.name,
+                        table = %plan.table.name,
+                        partition = %catalog::partition_date(plan.day),
+                        error = %error_chain(&e),
+                        retry_in = ?backoff,
+                        "compaction failed; the files stay as they are"
+                    );
+                    retry_after.insert(key, (Instant::now() + backoff, backoff));
+                }
             }
         }
     }
@@ -359,6 +399,50 @@ impl Compactor {
         );
         self.inner.metrics.backlog.set(plans.len() as i64);
         plans
+    }
+
+    /// Drops the partitions (table, UTC day) that lie wholly before their database's retention
+    /// period; their objects are deleted after the grace period. Returns how many files were
+    /// dropped. Queries already leave such rows out, so this only frees storage.
+    pub async fn enforce_retention(&self) -> Result<usize, CompactionError> {
+        const DAY_NS: i64 = 86_400 * 1_000_000_000;
+        let now_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        let snapshot = self.inner.catalog.snapshot();
+        let mut expired = Vec::new();
+        for database in snapshot.databases.values() {
+            let Some(cutoff) = database.retention_cutoff_ns(now_ns) else {
+                continue;
+            };
+            for table in database.tables.values() {
+                expired.extend(
+                    snapshot
+                        .table_files(table.id)
+                        .iter()
+                        .filter(|f| (f.file.partition_day + 1).saturating_mul(DAY_NS) <= cutoff)
+                        .map(|f| f.id),
+                );
+            }
+        }
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        let dropped = expired.len();
+        self.inner
+            .catalog
+            .replace_parquet_files(expired, Vec::new())
+            .await
+            .map_err(CompactionError::Catalog)?;
+        tracing::info!(
+            files = dropped,
+            "dropped partitions past their retention period"
+        );
+        self.inner
+            .metrics
+            .retention_files_dropped
+            .inc_by(dropped as u64);
+        Ok(dropped)
     }
 
     /// Compacts every partition that needs it now, once; for tests and tools.

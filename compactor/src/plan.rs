@@ -119,6 +119,7 @@ mod tests {
             id: DatabaseId(1),
             name: "db".into(),
             tables: BTreeMap::from([(Arc::from("cpu"), Arc::new(table))]),
+            retention_period_ns: None,
         };
         let files: Vec<ParquetFile> = files
             .iter()

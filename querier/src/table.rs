@@ -82,6 +82,7 @@ impl SchemaProvider for DatabaseSchemaProvider {
                 schema: table.arrow_schema(),
                 table: Arc::clone(table),
                 sources: self.sources.clone(),
+                retention_cutoff_ns: self.database.retention_cutoff_ns(now_ns()),
             }) as Arc<dyn TableProvider>
         }))
     }
@@ -97,6 +98,8 @@ struct Table {
     table: Arc<TableSchema>,
     schema: SchemaRef,
     sources: TableSources,
+    /// Rows older than this are past the database's retention period: never returned.
+    retention_cutoff_ns: Option<i64>,
 }
 
 impl fmt::Debug for Table {
@@ -162,6 +165,66 @@ impl TableProvider for Table {
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let Some(cutoff) = self.retention_cutoff_ns else {
+            return self.scan_sources(state, projection, filters).await;
+        };
+        // Past the retention period: prune with `time >= cutoff` like a query's own filter,
+        // then drop older rows exactly (a file or chunk may straddle the cutoff). `time` is
+        // read for that even when the query does not ask for it.
+        let time = self.schema.index_of(TIME_COLUMN)?;
+        let asked: Vec<usize> = projection
+            .cloned()
+            .unwrap_or_else(|| (0..self.schema.fields().len()).collect());
+        let mut read = asked.clone();
+        let time_position = match read.iter().position(|&i| i == time) {
+            Some(p) => p,
+            None => {
+                read.push(time);
+                read.len() - 1
+            }
+        };
+        let cutoff_value = ScalarValue::TimestampNanosecond(Some(cutoff), None);
+        let mut filters = filters.to_vec();
+        filters.push(Expr::BinaryExpr(BinaryExpr::new(
+            Box::new(Expr::Column(TIME_COLUMN.into())),
+            Operator::GtEq,
+            Box::new(Expr::Literal(cutoff_value.clone(), None)),
+        )));
+        let input = self.scan_sources(state, Some(&read), &filters).await?;
+        let retained: Arc<dyn PhysicalExpr> =
+            Arc::new(datafusion::physical_expr::expressions::BinaryExpr::new(
+                Arc::new(datafusion::physical_expr::expressions::Column::new(
+                    TIME_COLUMN,
+                    time_position,
+                )),
+                Operator::GtEq,
+                datafusion::physical_expr::expressions::lit(cutoff_value),
+            ));
+        let filtered: Arc<dyn ExecutionPlan> = Arc::new(
+            datafusion::physical_plan::filter::FilterExec::try_new(retained, input)?,
+        );
+        if read.len() == asked.len() {
+            return Ok(filtered);
+        }
+        let schema = filtered.schema();
+        let exprs = (0..asked.len())
+            .map(|i| {
+                let name = schema.field(i).name();
+                Ok((col(name, &schema)?, name.clone()))
+            })
+            .collect::<Result<Vec<(Arc<dyn PhysicalExpr>, String)>>>()?;
+        Ok(Arc::new(ProjectionExec::try_new(exprs, filtered)?))
+    }
+}
+
+impl Table {
+    /// The table's rows from buffer and files, without the retention filter.
+    async fn scan_sources(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let projected = match projection {
             Some(p) => Arc::new(self.schema.project(p)?),
@@ -583,4 +646,11 @@ fn timestamp_ns(v: &ScalarValue) -> Option<i64> {
         ScalarValue::TimestampSecond(Some(v), _) => v.checked_mul(1_000_000_000),
         _ => None,
     }
+}
+
+/// Nanoseconds since the Unix epoch, by the clock.
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
 }

@@ -24,6 +24,8 @@ pub(crate) const DEFAULT_COMPACTION_TARGET_FILE_SIZE: &str = "100MiB";
 pub(crate) const DEFAULT_COMPACTION_MEM_LIMIT: &str = "256MiB";
 /// Default for `--gc-grace-period`.
 pub(crate) const DEFAULT_GC_GRACE_PERIOD: &str = "1h";
+/// Default for `--retention-check-interval`.
+pub(crate) const DEFAULT_RETENTION_CHECK_INTERVAL: &str = "1m";
 
 /// Where persisted Parquet files are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -145,6 +147,11 @@ pub(crate) struct ServeConfig {
     #[arg(long, env = "TRIBUTARY_GC_GRACE_PERIOD", default_value = DEFAULT_GC_GRACE_PERIOD, value_parser = humantime::parse_duration)]
     pub(crate) gc_grace_period: Duration,
 
+    /// How often partitions past their database's retention period are dropped (queries leave
+    /// such rows out at once).
+    #[arg(long, env = "TRIBUTARY_RETENTION_CHECK_INTERVAL", default_value = DEFAULT_RETENTION_CHECK_INTERVAL, value_parser = humantime::parse_duration)]
+    pub(crate) retention_check_interval: Duration,
+
     /// Log filter in `tracing` syntax, e.g. `info` or `info,ingester=debug`.
     #[arg(long, env = "TRIBUTARY_LOG_FILTER", default_value = "info")]
     pub(crate) log_filter: String,
@@ -212,6 +219,12 @@ impl ServeConfig {
         if self.compaction_interval.is_zero() {
             return Err(
                 "--compaction-interval (TRIBUTARY_COMPACTION_INTERVAL) must be longer than 0s"
+                    .into(),
+            );
+        }
+        if self.retention_check_interval.is_zero() {
+            return Err(
+                "--retention-check-interval (TRIBUTARY_RETENTION_CHECK_INTERVAL) must be longer than 0s"
                     .into(),
             );
         }

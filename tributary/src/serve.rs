@@ -198,6 +198,7 @@ async fn run(config: ServeConfig) -> anyhow::Result<()> {
             target_file_bytes: config.compaction_target_file_size,
             mem_limit_bytes: config.compaction_mem_limit as usize,
             gc_grace_period: config.gc_grace_period,
+            retention_check_interval: config.retention_check_interval,
         },
         Arc::clone(&catalog),
         storage.clone(),

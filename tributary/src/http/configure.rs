@@ -1,4 +1,5 @@
-//! Database administration: `GET|POST|DELETE /api/v3/configure/database`.
+//! Database administration: `GET|POST|PUT|DELETE /api/v3/configure/database`. `POST`
+//! creates (with an optional `retention_period`), `PUT` changes the retention period.
 
 use std::sync::Arc;
 
@@ -56,8 +57,39 @@ pub(crate) async fn list_databases(
 }
 
 #[derive(Debug, Deserialize)]
-struct CreateDatabase {
+struct ConfigureDatabase {
     db: String,
+    /// How long rows are kept, e.g. `30d`, `12h`; absent or null keeps everything.
+    #[serde(default)]
+    retention_period: Option<String>,
+}
+
+impl ConfigureDatabase {
+    fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body must be JSON like {{\"db\": \"mydb\", \"retention_period\": \"30d\"}}: {e}"
+            ))
+        })
+    }
+
+    /// The retention period in nanoseconds, if one is given.
+    fn retention_period_ns(&self) -> Result<Option<i64>, ApiError> {
+        let Some(text) = self.retention_period.as_deref() else {
+            return Ok(None);
+        };
+        let period = humantime::parse_duration(text.trim()).map_err(|e| {
+            ApiError::bad_request(format!(
+                "retention_period `{text}` is not a duration like `30d` or `12h`: {e}"
+            ))
+        })?;
+        let ns = i64::try_from(period.as_nanos()).ok().filter(|ns| *ns > 0);
+        ns.map(Some).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "retention_period `{text}` must be longer than 0 and shorter than 292 years"
+            ))
+        })
+    }
 }
 
 pub(crate) async fn create_database(
@@ -67,13 +99,39 @@ pub(crate) async fn create_database(
 ) -> Response {
     let result = async {
         let body = read_body(&headers, body, state.inner.max_request_bytes).await?;
-        let request: CreateDatabase = serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request(format!(
-                "the body must be JSON like {{\"db\": \"mydb\"}}: {e}"
-            ))
-        })?;
+        let request = ConfigureDatabase::parse(&body)?;
+        let retention = request.retention_period_ns()?;
         state.inner.catalog.create_database(&request.db).await?;
-        tracing::info!(db = %request.db, "created database");
+        if retention.is_some() {
+            state
+                .inner
+                .catalog
+                .set_retention_period(&request.db, retention)
+                .await?;
+        }
+        tracing::info!(db = %request.db, ?retention, "created database");
+        Ok::<_, ApiError>(StatusCode::OK.into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `PUT`: changes a database's retention period (`null` or absent: keep everything).
+pub(crate) async fn update_database(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let result = async {
+        let body = read_body(&headers, body, state.inner.max_request_bytes).await?;
+        let request = ConfigureDatabase::parse(&body)?;
+        let retention = request.retention_period_ns()?;
+        state
+            .inner
+            .catalog
+            .set_retention_period(&request.db, retention)
+            .await?;
+        tracing::info!(db = %request.db, ?retention, "updated database");
         Ok::<_, ApiError>(StatusCode::OK.into_response())
     }
     .await;

@@ -73,6 +73,7 @@ pub(crate) fn router(state: AppState) -> Router {
             "/api/v3/configure/database",
             get(configure::list_databases)
                 .post(configure::create_database)
+                .put(configure::update_database)
                 .delete(configure::delete_database),
         )
         .route("/health", get(health))
