@@ -615,6 +615,7 @@ mod tests {
             id: DatabaseId(1),
             name: Arc::from("db"),
             tables,
+            retention_period_ns: None,
         }
     }
 
