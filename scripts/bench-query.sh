@@ -2,10 +2,12 @@
 # Query benchmark: the five TSBS cpu-only queries over the 100-host x 24 h data set after it
 # is persisted to Parquet, with DuckDB over one Parquet copy of the same data side by side.
 # Starts a release server on a fresh data directory, loads it with `tributary bench write`,
-# waits for persistence, restarts the server and measures (see scripts/bench_query.py).
+# waits for persistence, restarts the server and measures (see scripts/bench_query.py). The
+# fastest formulation of each query is also measured over Arrow Flight (JSON-ticket DoGet).
 #
 # Usage: scripts/bench-query.sh [--binary PATH] [--data-dir DIR] [--keep] [--runs N]
-#                               [--json-out FILE] [--explain none|missed|all] [--help]
+#                               [--json-out FILE] [--explain none|missed|all] [--no-flight]
+#                               [--help]
 # Without --binary the release binary is built first (cargo build --release), as
 # bench-write.sh does. DuckDB and pyarrow are installed into .venv from
 # scripts/bench-requirements.txt when missing.

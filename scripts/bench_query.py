@@ -23,7 +23,11 @@ Run through scripts/bench-query.sh, which finds the binary and prepares .venv. S
 4. Each query: 1 warm-up then N runs (default 5), median and min of client wall time, over
    HTTP (`format=parquet`, and `format=json` for reference) against Tributary, and in-process
    against DuckDB. Both engines' results are compared row by row (floats to a relative
-   1e-9), so the two sides cannot silently do different work.
+   1e-9), so the two sides cannot silently do different work. The fastest correct
+   Tributary formulation is also run over Arrow Flight (served on the HTTP port): a plain
+   DoGet with the JSON ticket the influxdb3 clients send, on one open FlightClient, client
+   wall time to the last batch (`read_all()`), its rows compared with DuckDB's too
+   (`--no-flight` skips it). The issue's Flight target: no slower than HTTP format=parquet.
 5. Print the table with the issue's peer numbers and the target (best of the four), the
    server's peak RSS, and optionally write everything as JSON (`--json-out`).
 """
@@ -48,6 +52,11 @@ from dataclasses import dataclass, field
 
 import duckdb
 import pyarrow as pa
+
+try:
+    import pyarrow.flight as flight
+except ImportError:  # a pyarrow built without Flight: only --no-flight runs
+    flight = None
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -402,7 +411,7 @@ def parquet_files(client: Http) -> list[dict]:
     return [r for r in rows if r.get("table_name") == TABLE]
 
 
-def load(binary: str, server: Server, connections: int) -> dict:
+def load(binary: str, server: Server, connections: int, hosts: int = HOSTS, hours: int = HOURS) -> dict:
     cmd = [
         binary,
         "bench",
@@ -412,9 +421,9 @@ def load(binary: str, server: Server, connections: int) -> dict:
         "--db",
         DB,
         "--hosts",
-        str(HOSTS),
+        str(hosts),
         "--hours",
-        str(HOURS),
+        str(hours),
         "--connections",
         str(connections),
         "--server-pid",
@@ -434,8 +443,8 @@ def load(binary: str, server: Server, connections: int) -> dict:
     return report
 
 
-def wait_persisted(server: Server, timeout: float) -> tuple[bool, float, list[dict]]:
-    """Poll system.parquet_files until its row counts for `cpu` add up to the data set."""
+def wait_persisted(server: Server, timeout: float, expected: int = ROWS) -> tuple[bool, float, list[dict]]:
+    """Poll system.parquet_files until its row counts for `cpu` add up to `expected` rows."""
     t = time.monotonic()
     last_report = 0.0
     files: list[dict] = []
@@ -443,14 +452,14 @@ def wait_persisted(server: Server, timeout: float) -> tuple[bool, float, list[di
         files = parquet_files(server.client)
         rows = sum(int(f["row_count"]) for f in files)
         waited = time.monotonic() - t
-        if rows >= ROWS:
-            if rows > ROWS:
-                log(f"note: system.parquet_files counts {rows} rows for {ROWS} written")
+        if rows >= expected:
+            if rows > expected:
+                log(f"note: system.parquet_files counts {rows} rows for {expected} written")
             return True, waited, files
         if waited > timeout:
             return False, waited, files
         if waited - last_report >= 5:
-            log(f"  persisted {rows}/{ROWS} rows in {len(files)} files after {waited:.0f} s")
+            log(f"  persisted {rows}/{expected} rows in {len(files)} files after {waited:.0f} s")
             last_report = waited
         time.sleep(0.25)
 
@@ -549,6 +558,42 @@ def run_tributary(
         m.rows = m.result.num_rows
     elif fmt == "json":
         m.rows = len(json.loads(body))
+    return m
+
+
+def flight_client(addr: str):
+    """A Flight client on the server's HTTP address (gRPC is served on the same port); the
+    channel stays open between calls, like the keep-alive HTTP connection."""
+    if flight is None:
+        raise RuntimeError("this pyarrow has no pyarrow.flight (use --no-flight)")
+    return flight.FlightClient(f"grpc://{addr}")
+
+
+def flight_ticket(sql: str, db: str = DB):
+    """The JSON ticket influxdb3-python sends for a plain DoGet (no GetFlightInfo first)."""
+    return flight.Ticket(json.dumps({"database": db, "sql_query": sql, "query_type": "sql"}).encode())
+
+
+def run_flight(client, sql: str, warmup: int, runs: int) -> Measured:
+    """Client wall time from DoGet to the last record batch (`read_all()`), on one open
+    FlightClient. `bytes` is the result's Arrow size (Table.nbytes), not bytes on the wire."""
+    m = Measured()
+    ticket = flight_ticket(sql)
+    table = None
+    try:
+        for i in range(warmup + runs):
+            t = time.perf_counter()
+            table = client.do_get(ticket).read_all()
+            elapsed = (time.perf_counter() - t) * 1e3
+            if i >= warmup:
+                m.samples_ms.append(elapsed)
+    except (flight.FlightError, pa.ArrowException, OSError) as e:
+        m.error = f"{type(e).__name__}: {e}"
+        m.samples_ms = []
+        return m
+    m.result = table
+    m.rows = table.num_rows
+    m.bytes = table.nbytes
     return m
 
 
@@ -678,6 +723,7 @@ def main() -> int:
         help="development only: for a build without persistence; queries read the buffer",
     )
     ap.add_argument("--no-json-format", action="store_true", help="skip the format=json runs")
+    ap.add_argument("--no-flight", action="store_true", help="skip the Arrow Flight (DoGet) runs")
     ap.add_argument(
         "--explain",
         choices=("none", "missed", "all"),
@@ -709,6 +755,7 @@ def main() -> int:
     persist_flags = [] if args.no_persist else ["--persist-interval", args.persist_interval, "--object-store", "file"]
     server_flags = persist_flags + args.server_arg
     server: Server | None = None
+    fclient = None
     failures: list[str] = []
     try:
         # -- load -----------------------------------------------------------------------------
@@ -804,6 +851,17 @@ def main() -> int:
         results["http_floor_select_1"] = floor.summary()
         floor_new = run_tributary(client, "SELECT 1", "parquet", args.warmup, args.runs, new_connection=True)
         results["http_floor_select_1_new_connection"] = floor_new.summary()
+        if not args.no_flight:
+            fclient = flight_client(server.addr)
+            ff = run_flight(fclient, "SELECT 1", args.warmup, args.runs)
+            results["flight_floor_select_1"] = ff.summary()
+            if ff.error:
+                failures.append(f"Flight DoGet SELECT 1 failed (no Flight runs): {ff.error[:500]}")
+                log(f"Flight floor failed, skipping the Flight runs: {ff.error[:500]}")
+                fclient.close()
+                fclient = None
+            else:
+                log(f"Flight floor (SELECT 1): {fmt_ms(ff.median())} ms (min {fmt_ms(ff.min())})")
 
         # -- the queries ----------------------------------------------------------------------
         queries = build_queries(columns)
@@ -860,6 +918,28 @@ def main() -> int:
             best_trib = min(correct, key=lambda k: correct[k].median()) if correct else None
             entry["tributary_best_variant"] = best_trib
             entry["duckdb_best_variant"] = best_duck
+            # The same formulation over Arrow Flight (JSON-ticket DoGet), checked like HTTP.
+            flight_med = flight_min = None
+            flight_ok = False
+            if fclient is not None and best_trib:
+                mf = run_flight(fclient, q.tributary[best_trib], args.warmup, args.runs)
+                if mf.error:
+                    fcheck = f"error: {mf.error}"
+                    failures.append(f"{q.name}: Flight DoGet failed: {mf.error[:500]}")
+                else:
+                    fdiff = compare(mf.result, reference) if reference is not None else "no DuckDB result"
+                    fcheck = fdiff or "same rows"
+                    flight_ok = fdiff is None
+                    if fdiff:
+                        failures.append(f"{q.name}: Tributary over Flight differs from DuckDB: {fdiff}")
+                    flight_med, flight_min = mf.median(), mf.min()
+                fsum = mf.summary()
+                fsum["arrow_bytes"] = fsum.pop("response_bytes")
+                entry["tributary_flight"] = {"variant": best_trib, **fsum, "check": fcheck}
+                log(
+                    f"  flight    {best_trib:>14}: "
+                    + (f"{fmt_ms(flight_med)} ms, {mf.rows} rows ({fcheck})" if not mf.error else f"ERROR {mf.error[:300]}")
+                )
             new_med = None
             if best_trib:
                 mn = run_tributary(client, q.tributary[best_trib], "parquet", args.warmup, args.runs, new_connection=True)
@@ -886,6 +966,15 @@ def main() -> int:
                     "tributary_new_connection_median_ms": new_med,
                     "target_met_new_connection": new_med is not None and new_med <= target,
                     "in_run_duckdb_beaten": med is not None and best_duck is not None and med <= duck[best_duck].median(),
+                    "tributary_flight_median_ms": flight_med,
+                    "tributary_flight_min_ms": flight_min,
+                    # The issue's Flight target: no slower than HTTP format=parquet (medians;
+                    # a Flight result that differs from DuckDB does not count).
+                    "flight_le_http_parquet": (
+                        flight_ok and med is not None and flight_med is not None and flight_med <= med
+                    )
+                    if fclient is not None
+                    else None,
                 }
             )
             if args.explain == "all" or (args.explain == "missed" and not entry["target_met"]):
@@ -907,6 +996,8 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
         raise
     finally:
+        if fclient is not None:
+            fclient.close()
         stop_quietly(server)
     results["failures"] = failures
     results["loadavg_at_end"] = os.getloadavg()
@@ -964,25 +1055,47 @@ def print_report(r: dict, args: argparse.Namespace) -> None:
                 "  WARNING: keep-alive responses wait ~40 ms: the server does not set TCP_NODELAY, so the last "
                 "small write of each response waits for the client's delayed ACK (Nagle)"
             )
+    ffl = r.get("flight_floor_select_1")
+    if ffl:
+        if ffl.get("median_ms") is not None:
+            print(f"Flight floor (SELECT 1, JSON-ticket DoGet, one open FlightClient): median {fmt_ms(ffl['median_ms'])} ms (min {fmt_ms(ffl['min_ms'])})")
+        else:
+            print(f"Flight floor (SELECT 1): ERROR {(ffl.get('error') or '')[:300]}")
     qs = r.get("queries", {})
     if qs:
         print()
         print(
             f"warm: {r['warmup']} warm-up then {r['runs']} runs; median (min) ms of client wall time; Tributary over HTTP "
             f"format=parquet on one keep-alive connection (\"new conn\": a new connection per request, connect included; "
-            f"\"json\": format=json, keep-alive)"
+            f"\"json\": format=json, keep-alive; \"Flight\": the same SQL as a JSON-ticket DoGet on one open "
+            f"FlightClient, to the last batch)"
         )
-        hdr = ["query", "rows", "Tributary", "Tributary new conn", "Tributary json", "DuckDB (this run)", "InfluxDB 1.6", "VictoriaM.", "DuckDB (issue)", "DataFusion (issue)", "target", "met", "met (new conn)"]
+        with_flight = any(e.get("flight_le_http_parquet") is not None for e in qs.values())
+        flight_hdr = ["Flight", "Flight<=parquet"] if with_flight else []
+        hdr = ["query", "rows", "Tributary", *flight_hdr, "Tributary new conn", "Tributary json", "DuckDB (this run)", "InfluxDB 1.6", "VictoriaM.", "DuckDB (issue)", "DataFusion (issue)", "target", "met", "met (new conn)"]
         table = []
         for name, e in qs.items():
             peers = e["peers_ms"]
             j = e.get("tributary_json") or {}
             trib = f"{fmt_ms(e['tributary_median_ms'])} ({fmt_ms(e['tributary_min_ms'])})" if e["tributary_median_ms"] is not None else "FAILED"
+            flight_cols = []
+            if with_flight:
+                fm = e.get("tributary_flight_median_ms")
+                fcheck = (e.get("tributary_flight") or {}).get("check", "not run")
+                if fm is None:
+                    flight_cols = ["FAILED" if e.get("tributary_flight") else "-", "-"]
+                else:
+                    ratio = f" x{fm / e['tributary_median_ms']:.2f}" if e["tributary_median_ms"] else ""
+                    flight_cols = [
+                        f"{fmt_ms(fm)} ({fmt_ms(e['tributary_flight_min_ms'])})" + ("" if fcheck == "same rows" else " WRONG"),
+                        ("yes" if e["flight_le_http_parquet"] else "NO") + ratio,
+                    ]
             table.append(
                 [
                     name + (f" [{e['tributary_best_variant']}]" if len(e["tributary"]) > 1 and e["tributary_best_variant"] else ""),
                     str(e["rows"] if e["rows"] is not None else "-"),
                     trib,
+                    *flight_cols,
                     fmt_ms(e.get("tributary_new_connection_median_ms")),
                     fmt_ms(j.get("median_ms")),
                     f"{fmt_ms(e['duckdb_median_ms'])} ({fmt_ms(e['duckdb_min_ms'])})",
@@ -1003,6 +1116,12 @@ def print_report(r: dict, args: argparse.Namespace) -> None:
             f"target (best of the issue's four) met for {met}/{len(qs)} queries ({met_new}/{len(qs)} with a new connection "
             f"per request); in-run DuckDB matched or beaten for {beat}/{len(qs)}"
         )
+        if with_flight:
+            fle = sum(1 for e in qs.values() if e.get("flight_le_http_parquet"))
+            print(
+                f"Flight no slower than HTTP format=parquet (median, correct rows) for {fle}/{len(qs)} queries "
+                f"(the issue's target: all five); \"xR\" is Flight median / HTTP parquet median"
+            )
         variants = [(n, e) for n, e in qs.items() if len(e["tributary"]) > 1 or len(e["duckdb"]) > 1]
         for name, e in variants:
             print(f"{name} formulations (median ms):")

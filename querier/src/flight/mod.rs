@@ -223,7 +223,7 @@ impl FlightSql {
             .await
             .map_err(query_status)?;
         let querier = self.querier.clone();
-        let batches = result.stream.map(move |batch| match batch {
+        let batches = coalesced(result.stream, FLIGHT_BATCH_ROWS).map(move |batch| match batch {
             Ok(batch) => unique_dictionary_values(batch).map_err(FlightError::Arrow),
             Err(e) => Err(FlightError::Tonic(Box::new(query_status(
                 querier.stream_error(e),
@@ -721,6 +721,43 @@ impl FlightSqlService for FlightSql {
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+/// Rows per record batch sent: selective queries produce many small batches, and each costs a
+/// message and, with dictionaries, the dictionaries again.
+const FLIGHT_BATCH_ROWS: usize = 8192;
+
+/// `stream` with small batches joined up to `rows` rows (larger ones pass as they are). A
+/// batch waits only until enough rows arrive or the stream ends.
+fn coalesced(
+    stream: datafusion::execution::SendableRecordBatchStream,
+    rows: usize,
+) -> impl Stream<Item = datafusion::error::Result<RecordBatch>> + Send + 'static {
+    let coalescer = arrow_select::coalesce::BatchCoalescer::new(stream.schema(), rows);
+    futures::stream::unfold(
+        (stream, coalescer, false),
+        |(mut stream, mut coalescer, mut ended)| async move {
+            loop {
+                if let Some(batch) = coalescer.next_completed_batch() {
+                    return Some((Ok(batch), (stream, coalescer, ended)));
+                }
+                if ended {
+                    return None;
+                }
+                let pushed = match stream.next().await {
+                    Some(Ok(batch)) => coalescer.push_batch(batch),
+                    Some(Err(e)) => return Some((Err(e), (stream, coalescer, true))),
+                    None => {
+                        ended = true;
+                        coalescer.finish_buffered_batch()
+                    }
+                };
+                if let Err(e) = pushed {
+                    return Some((Err(e.into()), (stream, coalescer, true)));
+                }
+            }
+        },
+    )
 }
 
 /// How tag columns travel.
