@@ -20,9 +20,9 @@ mod sqlite;
 use std::sync::Arc;
 
 pub use model::{
-    CatalogSnapshot, ColumnType, DatabaseId, DatabaseSchema, NewParquetFile, ParquetFile,
-    ParquetFileId, SchemaChanges, TIME_COLUMN, TableId, TableSchema, partition_date, sorted_tags,
-    validate_database_name,
+    CatalogSnapshot, ColumnType, CompactionEvent, DatabaseId, DatabaseSchema, NewParquetFile,
+    ParquetFile, ParquetFileId, SchemaChanges, TIME_COLUMN, TableId, TableSchema, partition_date,
+    sorted_tags, validate_database_name,
 };
 pub use sqlite::SqliteCatalog;
 
@@ -102,6 +102,9 @@ pub enum Error {
     Task(#[source] tokio::task::JoinError),
 }
 
+/// How many compaction events the catalog keeps.
+pub const COMPACTION_EVENTS_KEPT: usize = 10_000;
+
 /// Result of catalog operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -155,4 +158,10 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
 
     /// Forgets dropped objects once they are deleted from the object store.
     async fn forget_deleted_objects(&self, paths: Vec<String>) -> Result<()>;
+
+    /// Records a compaction's outcome; the newest [`COMPACTION_EVENTS_KEPT`] are kept.
+    async fn record_compaction_event(&self, event: CompactionEvent) -> Result<()>;
+
+    /// The newest compaction events, newest first.
+    async fn compaction_events(&self) -> Result<Vec<CompactionEvent>>;
 }

@@ -199,6 +199,25 @@ pub fn sorted_tags<'a>(
     tags
 }
 
+/// One compaction as `system.compaction_events` lists it: what it read and wrote, or why it
+/// failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompactionEvent {
+    /// When it ended, nanoseconds since the Unix epoch.
+    pub time_ns: i64,
+    pub table_id: TableId,
+    pub partition_day: i64,
+    pub files_in: u64,
+    pub files_out: u64,
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub duration_ms: u64,
+    /// Set when the compaction failed (and changed nothing).
+    pub error: Option<String>,
+}
+
 /// A live database and its tables.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DatabaseSchema {

@@ -8,10 +8,11 @@ use parking_lot::{Mutex, RwLock};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::model::{
-    CatalogSnapshot, ColumnType, DatabaseId, DatabaseSchema, NewParquetFile, ParquetFile,
-    ParquetFileId, SchemaChanges, TIME_COLUMN, TableId, TableSchema, validate_database_name,
+    CatalogSnapshot, ColumnType, CompactionEvent, DatabaseId, DatabaseSchema, NewParquetFile,
+    ParquetFile, ParquetFileId, SchemaChanges, TIME_COLUMN, TableId, TableSchema,
+    validate_database_name,
 };
-use crate::{Catalog, CatalogLimits, Error, Result};
+use crate::{COMPACTION_EVENTS_KEPT, Catalog, CatalogLimits, Error, Result};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS databases (
@@ -55,6 +56,21 @@ CREATE TABLE IF NOT EXISTS parquet_files (
 CREATE INDEX IF NOT EXISTS parquet_files_table ON parquet_files(table_id, partition_day);
 -- Objects no file refers to any more (replaced by compaction), kept until garbage collection
 -- deletes them after the grace period. `deleted_at`: milliseconds since the Unix epoch.
+-- The newest compactions and their outcome (system.compaction_events).
+CREATE TABLE IF NOT EXISTS compaction_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    time_ns INTEGER NOT NULL,
+    table_id INTEGER NOT NULL,
+    partition_day INTEGER NOT NULL,
+    files_in INTEGER NOT NULL,
+    files_out INTEGER NOT NULL,
+    rows_in INTEGER NOT NULL,
+    rows_out INTEGER NOT NULL,
+    bytes_in INTEGER NOT NULL,
+    bytes_out INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    error TEXT
+);
 CREATE TABLE IF NOT EXISTS deleted_objects (
     path TEXT PRIMARY KEY,
     deleted_at INTEGER NOT NULL
@@ -336,6 +352,68 @@ impl Catalog for SqliteCatalog {
                 .query_map(params![until_unix_ms], |r| r.get(0))?
                 .collect::<rusqlite::Result<Vec<String>>>()?;
             Ok(paths)
+        })
+        .await
+    }
+
+    async fn record_compaction_event(&self, event: CompactionEvent) -> Result<()> {
+        self.blocking(move |inner| {
+            let mut conn = inner.conn.lock();
+            let tx = conn.transaction()?;
+            tx.execute(
+                "INSERT INTO compaction_events (time_ns, table_id, partition_day, files_in, \
+                 files_out, rows_in, rows_out, bytes_in, bytes_out, duration_ms, error) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    event.time_ns,
+                    event.table_id.0,
+                    event.partition_day,
+                    event.files_in as i64,
+                    event.files_out as i64,
+                    event.rows_in as i64,
+                    event.rows_out as i64,
+                    event.bytes_in as i64,
+                    event.bytes_out as i64,
+                    event.duration_ms as i64,
+                    event.error,
+                ],
+            )?;
+            tx.execute(
+                "DELETE FROM compaction_events WHERE id <= ?1",
+                params![tx.last_insert_rowid() - COMPACTION_EVENTS_KEPT as i64],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn compaction_events(&self) -> Result<Vec<CompactionEvent>> {
+        self.blocking(move |inner| {
+            let conn = inner.conn.lock();
+            let mut stmt = conn.prepare_cached(
+                "SELECT time_ns, table_id, partition_day, files_in, files_out, rows_in, \
+                 rows_out, bytes_in, bytes_out, duration_ms, error \
+                 FROM compaction_events ORDER BY id DESC",
+            )?;
+            let events = stmt
+                .query_map([], |r| {
+                    Ok(CompactionEvent {
+                        time_ns: r.get(0)?,
+                        table_id: TableId(r.get(1)?),
+                        partition_day: r.get(2)?,
+                        files_in: r.get::<_, i64>(3)? as u64,
+                        files_out: r.get::<_, i64>(4)? as u64,
+                        rows_in: r.get::<_, i64>(5)? as u64,
+                        rows_out: r.get::<_, i64>(6)? as u64,
+                        bytes_in: r.get::<_, i64>(7)? as u64,
+                        bytes_out: r.get::<_, i64>(8)? as u64,
+                        duration_ms: r.get::<_, i64>(9)? as u64,
+                        error: r.get(10)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(events)
         })
         .await
     }

@@ -454,7 +454,39 @@ impl Compactor {
         Ok(reports)
     }
 
+    /// Compacts one partition and records the outcome for `system.compaction_events`.
     async fn compact(
+        &self,
+        plan: &plan::CompactionPlan,
+    ) -> Result<CompactionReport, CompactionError> {
+        let started = Instant::now();
+        let result = self.try_compact(plan).await;
+        let (files_out, rows_out, bytes_out, error) = match &result {
+            Ok(r) => (r.files_out as u64, r.rows_out, r.bytes_out, None),
+            Err(e) => (0, 0, 0, Some(error_chain(e))),
+        };
+        let event = catalog::CompactionEvent {
+            time_ns: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as i64),
+            table_id: plan.table.id,
+            partition_day: plan.day,
+            files_in: plan.inputs.len() as u64,
+            files_out,
+            rows_in: plan.input_rows(),
+            rows_out,
+            bytes_in: plan.input_bytes(),
+            bytes_out,
+            duration_ms: started.elapsed().as_millis() as u64,
+            error,
+        };
+        if let Err(e) = self.inner.catalog.record_compaction_event(event).await {
+            tracing::warn!(error = %error_chain(&e), "cannot record a compaction event");
+        }
+        result
+    }
+
+    async fn try_compact(
         &self,
         plan: &plan::CompactionPlan,
     ) -> Result<CompactionReport, CompactionError> {

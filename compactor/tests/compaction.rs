@@ -224,6 +224,14 @@ async fn many_level0_files_become_one_level1_file_with_the_newest_fields_of_each
     );
     assert_eq!(f.rows().await, before_rows);
 
+    // Recorded for `system.compaction_events`.
+    let events = f.catalog.compaction_events().await.unwrap();
+    assert_eq!(events.len(), 1);
+    let e = &events[0];
+    assert_eq!((e.table_id, e.partition_day), (f.table.id, DAY));
+    assert_eq!((e.files_in, e.files_out, e.rows_in, e.rows_out), (3, 1, 6, 4));
+    assert!(e.error.is_none());
+
     // Nothing left to do until new files come.
     assert!(f.compactor.compact_all().await.unwrap().is_empty());
 }

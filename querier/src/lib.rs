@@ -327,6 +327,7 @@ impl Querier {
             SYSTEM_SCHEMA,
             Arc::new(system::SystemSchemaProvider::new(
                 Arc::clone(&self.queries),
+                Arc::clone(&self.catalog),
                 Arc::clone(&snapshot),
                 Arc::clone(db),
             )),

@@ -3,6 +3,8 @@
 //! `system.queries` lists the most recent queries (running ones included) with their
 //! duration, row count and outcome, newest last, as InfluxDB 3 does. `system.parquet_files`
 //! lists the persisted files of the session's database, as of the session's catalog snapshot.
+//! `system.compaction_events` lists the newest compactions of the database's tables (inputs,
+//! outputs, rows, bytes, duration, error), newest first.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
-use catalog::{CatalogSnapshot, DatabaseSchema, partition_date};
+use catalog::{Catalog, CatalogSnapshot, CompactionEvent, DatabaseSchema, partition_date};
 use datafusion::catalog::{SchemaProvider, TableProvider};
 use datafusion::datasource::MemTable;
 use datafusion::error::DataFusionError;
@@ -249,10 +251,81 @@ fn parquet_files_batch(
     RecordBatch::try_new(parquet_files_schema(), columns)
 }
 
+/// `system.compaction_events`: the newest compactions of the database's tables.
+fn compaction_events_schema() -> SchemaRef {
+    let count = |name: &str| Field::new(name, DataType::Int64, false);
+    Arc::new(Schema::new(vec![
+        Field::new(
+            "event_time",
+            DataType::Timestamp(TimeUnit::Nanosecond, None),
+            false,
+        ),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("partition", DataType::Utf8, false),
+        count("files_in"),
+        count("files_out"),
+        count("rows_in"),
+        count("rows_out"),
+        count("bytes_in"),
+        count("bytes_out"),
+        count("duration_ms"),
+        Field::new("error", DataType::Utf8, true),
+    ]))
+}
+
+fn compaction_events_batch(
+    events: &[CompactionEvent],
+    database: &DatabaseSchema,
+) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let names: std::collections::HashMap<catalog::TableId, &str> = database
+        .tables
+        .values()
+        .map(|t| (t.id, t.name.as_ref()))
+        .collect();
+    let rows: Vec<(&CompactionEvent, &str)> = events
+        .iter()
+        .filter_map(|e| names.get(&e.table_id).map(|n| (e, *n)))
+        .collect();
+    let count = |f: fn(&CompactionEvent) -> u64| -> ArrayRef {
+        Arc::new(
+            rows.iter()
+                .map(|(e, _)| f(e) as i64)
+                .collect::<Int64Array>(),
+        )
+    };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(
+            rows.iter()
+                .map(|(e, _)| Some(e.time_ns))
+                .collect::<TimestampNanosecondArray>(),
+        ),
+        Arc::new(rows.iter().map(|(_, n)| Some(*n)).collect::<StringArray>()),
+        Arc::new(
+            rows.iter()
+                .map(|(e, _)| Some(partition_date(e.partition_day)))
+                .collect::<StringArray>(),
+        ),
+        count(|e| e.files_in),
+        count(|e| e.files_out),
+        count(|e| e.rows_in),
+        count(|e| e.rows_out),
+        count(|e| e.bytes_in),
+        count(|e| e.bytes_out),
+        count(|e| e.duration_ms),
+        Arc::new(
+            rows.iter()
+                .map(|(e, _)| e.error.as_deref())
+                .collect::<StringArray>(),
+        ),
+    ];
+    RecordBatch::try_new(compaction_events_schema(), columns)
+}
+
 /// The `system` schema of a session.
 #[derive(Debug)]
 pub(crate) struct SystemSchemaProvider {
     queries: Arc<QueryLog>,
+    catalog: Arc<dyn Catalog>,
     snapshot: Arc<CatalogSnapshot>,
     database: Arc<DatabaseSchema>,
 }
@@ -260,11 +333,13 @@ pub(crate) struct SystemSchemaProvider {
 impl SystemSchemaProvider {
     pub(crate) fn new(
         queries: Arc<QueryLog>,
+        catalog: Arc<dyn Catalog>,
         snapshot: Arc<CatalogSnapshot>,
         database: Arc<DatabaseSchema>,
     ) -> Self {
         Self {
             queries,
+            catalog,
             snapshot,
             database,
         }
@@ -273,11 +348,16 @@ impl SystemSchemaProvider {
 
 const QUERIES: &str = "queries";
 const PARQUET_FILES: &str = "parquet_files";
+const COMPACTION_EVENTS: &str = "compaction_events";
 
 #[async_trait]
 impl SchemaProvider for SystemSchemaProvider {
     fn table_names(&self) -> Vec<String> {
-        vec![PARQUET_FILES.to_owned(), QUERIES.to_owned()]
+        vec![
+            COMPACTION_EVENTS.to_owned(),
+            PARQUET_FILES.to_owned(),
+            QUERIES.to_owned(),
+        ]
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
@@ -287,6 +367,17 @@ impl SchemaProvider for SystemSchemaProvider {
                 parquet_files_schema(),
                 parquet_files_batch(&self.snapshot, &self.database)?,
             ),
+            COMPACTION_EVENTS => {
+                let events = self
+                    .catalog
+                    .compaction_events()
+                    .await
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                (
+                    compaction_events_schema(),
+                    compaction_events_batch(&events, &self.database)?,
+                )
+            }
             _ => return Ok(None),
         };
         Ok(Some(Arc::new(MemTable::try_new(
@@ -296,7 +387,7 @@ impl SchemaProvider for SystemSchemaProvider {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        matches!(name, QUERIES | PARQUET_FILES)
+        matches!(name, QUERIES | PARQUET_FILES | COMPACTION_EVENTS)
     }
 }
 

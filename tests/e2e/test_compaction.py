@@ -837,3 +837,41 @@ def test_compaction_settings_come_from_the_environment(start_server, db):
     # Replaced objects deleted within seconds (the default grace period is an hour).
     wait_until_disk_matches_listing(server, db, timeout_s=8)
     assert_matches_model(server, db, model, "compacted with settings from the environment")
+
+
+def test_compactions_and_their_failures_are_listed_in_system_compaction_events(start_server, db):
+    server = start_server("--persist-interval", PERSIST_FAST, "--compaction-interval", COMPACT_NEVER)
+    build_level0_files(server, db, wide_batches(2), Model())
+    assert query(server, db, "SELECT * FROM system.compaction_events") == []
+
+    # A merge that cannot fit its memory limit fails, and the event says why.
+    assert server.terminate() == 0, server.log_tail()
+    server.extra_args += ["--compaction-mem-limit", "1MiB"]
+    set_flag(server, "--compaction-interval", COMPACT_SOON)
+    server.start()
+    failed = poll_until(
+        lambda: query(server, db, "SELECT * FROM system.compaction_events WHERE error IS NOT NULL"),
+        COMPACT_TIMEOUT_S,
+        "a failed compaction listed",
+        POLL_S,
+    )
+    assert failed[0]["table_name"] == "w" and failed[0]["files_out"] == 0, failed
+    assert "--compaction-mem-limit" in failed[0]["error"] or "Resources exhausted" in failed[0]["error"], failed
+
+    # With room to work it succeeds, and the event counts what it read and wrote.
+    assert server.terminate() == 0, server.log_tail()
+    server.extra_args = [a for a in server.extra_args if a not in ("--compaction-mem-limit", "1MiB")]
+    server.start()
+    files = wait_until_compacted(server, db, [("w", PAST_DAY)])
+    events = query(
+        server, db,
+        "SELECT table_name, partition, files_in, files_out, rows_in, rows_out, bytes_in, bytes_out, "
+        "duration_ms, error FROM system.compaction_events WHERE error IS NULL",
+    )
+    assert len(events) == 1, events
+    (event,) = events
+    assert (event["table_name"], event["partition"]) == ("w", PAST_DAY)
+    assert (event["files_in"], event["files_out"]) == (2, len(files))
+    assert event["rows_in"] == event["rows_out"] == sum(f["row_count"] for f in files) == 20_000
+    assert event["bytes_out"] == sum(f["size_bytes"] for f in files)
+    assert event.get("error") is None
