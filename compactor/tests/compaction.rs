@@ -229,7 +229,10 @@ async fn many_level0_files_become_one_level1_file_with_the_newest_fields_of_each
     assert_eq!(events.len(), 1);
     let e = &events[0];
     assert_eq!((e.table_id, e.partition_day), (f.table.id, DAY));
-    assert_eq!((e.files_in, e.files_out, e.rows_in, e.rows_out), (3, 1, 6, 4));
+    assert_eq!(
+        (e.files_in, e.files_out, e.rows_in, e.rows_out),
+        (3, 1, 6, 4)
+    );
     assert!(e.error.is_none());
 
     // Nothing left to do until new files come.
