@@ -117,8 +117,13 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     /// The limits [`Catalog::apply`] enforces, so writers can reject single lines early.
     fn limits(&self) -> CatalogLimits;
 
-    /// Creates a database; fails if a live database has that name.
-    async fn create_database(&self, name: &str) -> Result<Arc<DatabaseSchema>>;
+    /// Creates a database that keeps rows for `retention_period_ns` (`None`: forever); fails
+    /// if a live database has that name.
+    async fn create_database(
+        &self,
+        name: &str,
+        retention_period_ns: Option<i64>,
+    ) -> Result<Arc<DatabaseSchema>>;
 
     /// Commits new databases, tables and columns (those that already exist with the same type are
     /// ignored), checking types and limits, and returns the snapshot that includes them.

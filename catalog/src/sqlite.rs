@@ -157,7 +157,11 @@ impl Catalog for SqliteCatalog {
         self.inner.limits
     }
 
-    async fn create_database(&self, name: &str) -> Result<Arc<DatabaseSchema>> {
+    async fn create_database(
+        &self,
+        name: &str,
+        retention_period_ns: Option<i64>,
+    ) -> Result<Arc<DatabaseSchema>> {
         let name = name.to_owned();
         self.blocking(move |inner| {
             validate_database_name(&name).map_err(|reason| Error::InvalidDatabaseName {
@@ -171,14 +175,17 @@ impl Catalog for SqliteCatalog {
             }
             inner.check_database_limit(&current)?;
             let tx = conn.transaction()?;
-            tx.execute("INSERT INTO databases (name) VALUES (?1)", params![name])?;
+            tx.execute(
+                "INSERT INTO databases (name, retention_ns) VALUES (?1, ?2)",
+                params![name, retention_period_ns],
+            )?;
             let id = DatabaseId(tx.last_insert_rowid());
             tx.commit()?;
             let db = Arc::new(DatabaseSchema {
                 id,
                 name: name.into(),
                 tables: BTreeMap::new(),
-                retention_period_ns: None,
+                retention_period_ns,
             });
             let mut next = (*current).clone();
             next.databases.insert(Arc::clone(&db.name), Arc::clone(&db));
@@ -873,9 +880,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("catalog.sqlite");
         let cat = SqliteCatalog::open(&path, CatalogLimits::default()).unwrap();
-        cat.create_database("db").await.unwrap();
+        cat.create_database("db", None).await.unwrap();
         assert!(matches!(
-            cat.create_database("db").await,
+            cat.create_database("db", None).await,
             Err(Error::DatabaseExists { .. })
         ));
         cat.delete_database("db", 7).await.unwrap();
@@ -884,7 +891,7 @@ mod tests {
             cat.delete_database("db", 8).await,
             Err(Error::DatabaseNotFound { .. })
         ));
-        let again = cat.create_database("db").await.unwrap();
+        let again = cat.create_database("db", None).await.unwrap();
         drop(cat);
         let cat = SqliteCatalog::open(&path, CatalogLimits::default()).unwrap();
         let snapshot = cat.snapshot();
@@ -905,13 +912,13 @@ mod tests {
         for bad in ["", "bad name", "_x", "a/b", &"x".repeat(65)] {
             assert!(
                 matches!(
-                    cat.create_database(bad).await,
+                    cat.create_database(bad, None).await,
                     Err(Error::InvalidDatabaseName { .. })
                 ),
                 "{bad}"
             );
         }
-        cat.create_database("ok_name-1").await.unwrap();
+        cat.create_database("ok_name-1", None).await.unwrap();
     }
 
     #[tokio::test]

@@ -311,7 +311,7 @@ impl Compactor {
                 next_retention = now + config.retention_check_interval;
                 if let Err(e) = self.enforce_retention().await {
                     self.inner.metrics.errors.inc();
-                    tracing::warn!(error = %error_chain(&e), "retention check failed; it runs again next time");
+                    tracing::warn!(error = %wal::error_chain(&e), "retention check failed; it runs again next time");
                 }
             }
             if now >= next_compaction {
@@ -320,7 +320,7 @@ impl Compactor {
             }
             if let Err(e) = self.collect_garbage().await {
                 self.inner.metrics.errors.inc();
-                tracing::warn!(error = %error_chain(&e), "garbage collection failed; it runs again next time");
+                tracing::warn!(error = %wal::error_chain(&e), "garbage collection failed; it runs again next time");
             }
             if *stopped.borrow() {
                 return;
@@ -374,7 +374,7 @@ impl Compactor {
                         db = %plan.database.name,
                         table = %plan.table.name,
                         partition = %catalog::partition_date(plan.day),
-                        error = %error_chain(&e),
+                        error = %wal::error_chain(&e),
                         retry_in = ?backoff,
                         "compaction failed; the files stay as they are"
                     );
@@ -385,9 +385,7 @@ impl Compactor {
     }
 
     fn plans(&self) -> Vec<plan::CompactionPlan> {
-        let today = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| (d.as_secs() / 86_400) as i64);
+        let today = now_ns().div_euclid(DAY_NS);
         let plans = plan::plan(
             &self.inner.catalog.snapshot(),
             plan::PlanRules {
@@ -405,10 +403,7 @@ impl Compactor {
     /// period; their objects are deleted after the grace period. Returns how many files were
     /// dropped. Queries already leave such rows out, so this only frees storage.
     pub async fn enforce_retention(&self) -> Result<usize, CompactionError> {
-        const DAY_NS: i64 = 86_400 * 1_000_000_000;
-        let now_ns = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i64);
+        let now_ns = now_ns();
         let snapshot = self.inner.catalog.snapshot();
         let mut expired = Vec::new();
         for database in snapshot.databases.values() {
@@ -463,12 +458,10 @@ impl Compactor {
         let result = self.try_compact(plan).await;
         let (files_out, rows_out, bytes_out, error) = match &result {
             Ok(r) => (r.files_out as u64, r.rows_out, r.bytes_out, None),
-            Err(e) => (0, 0, 0, Some(error_chain(e))),
+            Err(e) => (0, 0, 0, Some(wal::error_chain(e))),
         };
         let event = catalog::CompactionEvent {
-            time_ns: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as i64),
+            time_ns: now_ns(),
             table_id: plan.table.id,
             partition_day: plan.day,
             files_in: plan.inputs.len() as u64,
@@ -481,7 +474,7 @@ impl Compactor {
             error,
         };
         if let Err(e) = self.inner.catalog.record_compaction_event(event).await {
-            tracing::warn!(error = %error_chain(&e), "cannot record a compaction event");
+            tracing::warn!(error = %wal::error_chain(&e), "cannot record a compaction event");
         }
         result
     }
@@ -575,6 +568,16 @@ impl Inner {
     }
 }
 
+/// Nanoseconds in a UTC day (a partition).
+const DAY_NS: i64 = 86_400 * 1_000_000_000;
+
+/// Nanoseconds since the Unix epoch, by the clock.
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
 /// Aborts the process (no cleanup, like a crash) when `TRIBUTARY_FAILPOINT` names this step:
 /// the end-to-end tests kill a compaction between its upload and its catalog swap, and after.
 fn failpoint(name: &str) {
@@ -584,9 +587,4 @@ fn failpoint(name: &str) {
         eprintln!("failpoint {name} reached: aborting");
         std::process::abort();
     }
-}
-
-/// An error and its sources as one line.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    wal::error_chain(error)
 }

@@ -18,9 +18,8 @@ use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampNanosecondType};
-use catalog::{NewParquetFile, ParquetFile, TIME_COLUMN};
+use catalog::{NewParquetFile, TIME_COLUMN};
 use datafusion::common::ScalarValue;
-use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema as ScanSchema;
@@ -34,7 +33,7 @@ use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
-use dedup::{CHUNK_ORDER, DeduplicateExec, sort_ordering};
+use dedup::{CHUNK_ORDER, DeduplicateExec, partitioned_file, sort_ordering};
 use futures::StreamExt;
 use object_store::path::Path;
 use parquet_file::{ObjectStorage, PartitionWriter};
@@ -196,7 +195,11 @@ fn merge_plan(
     let groups = plan
         .inputs
         .iter()
-        .map(|f| Ok(FileGroup::new(vec![partitioned_file(f)?])))
+        .map(|f| {
+            let file = partitioned_file(&f.file.path, f.file.size_bytes)?
+                .with_partition_values(vec![ScalarValue::Int64(Some(f.file.max_sequence as i64))]);
+            Ok(FileGroup::new(vec![file]))
+        })
         .collect::<Result<Vec<_>>>()?;
     let config = FileScanConfigBuilder::new(store_url.clone(), Arc::new(source))
         .with_file_groups(groups)
@@ -216,13 +219,4 @@ fn merge_plan(
         .map(|f| Ok((col(f.name(), &full_schema)?, f.name().clone())))
         .collect::<Result<Vec<(Arc<dyn PhysicalExpr>, String)>>>()?;
     Ok(Arc::new(ProjectionExec::try_new(columns, deduplicated)?))
-}
-
-fn partitioned_file(f: &ParquetFile) -> Result<PartitionedFile> {
-    // The recorded path is already encoded: parse it rather than encode it again.
-    let location = Path::parse(&f.file.path).map_err(|e| DataFusionError::External(Box::new(e)))?;
-    let mut file = PartitionedFile::new(String::new(), f.file.size_bytes)
-        .with_partition_values(vec![ScalarValue::Int64(Some(f.file.max_sequence as i64))]);
-    file.object_meta.location = location;
-    Ok(file)
 }

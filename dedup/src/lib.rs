@@ -320,6 +320,19 @@ pub fn sort_ordering<'a>(
         .ok_or_else(|| datafusion::error::DataFusionError::Internal("empty sort key".into()))
 }
 
+/// A recorded Parquet file (its object path and size) as DataFusion scans it.
+pub fn partitioned_file(
+    path: &str,
+    size_bytes: u64,
+) -> Result<datafusion::datasource::listing::PartitionedFile> {
+    // The recorded path is already encoded: parse it rather than encode it again.
+    let location = object_store::path::Path::parse(path)
+        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+    let mut file = datafusion::datasource::listing::PartitionedFile::new(String::new(), size_bytes);
+    file.object_meta.location = location;
+    Ok(file)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,10 +42,9 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::scalar::ScalarValue;
-use object_store::path::Path;
 
 use crate::{BufferReader, BufferedPartition};
-use dedup::{CHUNK_ORDER, DeduplicateExec, sort_ordering};
+use dedup::{CHUNK_ORDER, DeduplicateExec, partitioned_file, sort_ordering};
 
 /// Where the querier finds what a table's scan needs.
 #[derive(Debug, Clone)]
@@ -371,7 +370,9 @@ impl Table {
                 .min_by_key(|(bytes, _)| *bytes)
                 .expect("at least one group");
             lightest.0 += f.file.size_bytes;
-            lightest.1.push(partitioned_file(&f)?);
+            lightest
+                .1
+                .push(partitioned_file(&f.file.path, f.file.size_bytes)?);
         }
         let groups = groups
             .into_iter()
@@ -434,7 +435,7 @@ impl Table {
             let order = source.order() as i64;
             match source {
                 Source::File(f) => files.push(
-                    partitioned_file(&f)?
+                    partitioned_file(&f.file.path, f.file.size_bytes)?
                         .with_partition_values(vec![ScalarValue::Int64(Some(order))]),
                 ),
                 Source::Buffer(b) => {
@@ -526,14 +527,6 @@ pub(crate) async fn read_buffer(
 }
 
 /// The object of a recorded file, with its exact size (the metadata cache checks it).
-fn partitioned_file(f: &ParquetFile) -> Result<PartitionedFile> {
-    // The recorded path is already encoded: parse it rather than encode it again.
-    let location = Path::parse(&f.file.path).map_err(|e| DataFusionError::External(Box::new(e)))?;
-    let mut file = PartitionedFile::new(String::new(), f.file.size_bytes);
-    file.object_meta.location = location;
-    Ok(file)
-}
-
 /// Groups a partition's sources into sets whose time ranges overlap (transitively); within a
 /// set, sources are in order, oldest first.
 fn overlap_groups(mut sources: Vec<Source>) -> Vec<Vec<Source>> {

@@ -101,14 +101,11 @@ pub(crate) async fn create_database(
         let body = read_body(&headers, body, state.inner.max_request_bytes).await?;
         let request = ConfigureDatabase::parse(&body)?;
         let retention = request.retention_period_ns()?;
-        state.inner.catalog.create_database(&request.db).await?;
-        if retention.is_some() {
-            state
-                .inner
-                .catalog
-                .set_retention_period(&request.db, retention)
-                .await?;
-        }
+        state
+            .inner
+            .catalog
+            .create_database(&request.db, retention)
+            .await?;
         tracing::info!(db = %request.db, ?retention, "created database");
         Ok::<_, ApiError>(StatusCode::OK.into_response())
     }
