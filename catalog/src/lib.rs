@@ -21,8 +21,8 @@ use std::sync::Arc;
 
 pub use model::{
     CatalogSnapshot, ColumnType, CompactionEvent, DatabaseId, DatabaseSchema, NewParquetFile,
-    ParquetFile, ParquetFileId, SchemaChanges, TIME_COLUMN, TableId, TableSchema, partition_date,
-    sorted_tags, validate_database_name,
+    NewTombstone, ParquetFile, ParquetFileId, SchemaChanges, TIME_COLUMN, TableId, TableSchema,
+    Tombstone, TombstoneId, partition_date, sorted_tags, validate_database_name,
 };
 pub use sqlite::SqliteCatalog;
 
@@ -63,6 +63,8 @@ pub enum Error {
     DatabaseExists { name: String },
     #[error("database `{name}` not found")]
     DatabaseNotFound { name: String },
+    #[error("table `{table}` not found in database `{database}`")]
+    TableNotFound { database: String, table: String },
     #[error("database limit of {limit} reached; raise --max-databases (TRIBUTARY_MAX_DATABASES)")]
     TooManyDatabases { limit: usize },
     #[error(
@@ -94,8 +96,12 @@ pub enum Error {
         "{missing} of the files to replace are no longer recorded (another compaction or a delete changed them); plan again"
     )]
     FilesChanged { missing: usize },
+    #[error("a delete of rows of the table was recorded while the files were merged; plan again")]
+    DeletedMeanwhile,
     #[error("catalog store query failed")]
     Store(#[from] rusqlite::Error),
+    #[error("catalog row is corrupt: {0}")]
+    CorruptRow(String),
     #[error("catalog row has unknown column type `{0}`")]
     UnknownColumnType(String),
     #[error("catalog task failed")]
@@ -134,6 +140,19 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
     /// database's entries up to it, so a deleted database never comes back after a restart.
     async fn delete_database(&self, name: &str, wal_cutoff: u64) -> Result<()>;
 
+    /// Deletes a table: forgets its files (listing their objects as dropped now, see
+    /// [`Catalog::deleted_objects`]) and range deletes, and frees its name. Replay skips its
+    /// entries up to `wal_cutoff`, as for [`Catalog::delete_database`].
+    async fn delete_table(&self, database: &str, table: &str, wal_cutoff: u64) -> Result<()>;
+
+    /// Records a range delete of rows of a table; queries stop returning them at once.
+    async fn add_tombstone(
+        &self,
+        database: &str,
+        table: &str,
+        delete: NewTombstone,
+    ) -> Result<Tombstone>;
+
     /// Records persisted Parquet files, all or none (one transaction), and returns them as
     /// recorded; they are in the next [`Catalog::snapshot`] (see
     /// [`CatalogSnapshot::table_files`]). A path recorded twice is an error: a file is never
@@ -150,7 +169,9 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
 
     /// Swaps files in one transaction: forgets `removed`, records `added`, and lists the
     /// removed files' objects as dropped now (see [`Catalog::deleted_objects`]). Fails with
-    /// [`Error::FilesChanged`], changing nothing, when any of `removed` is no longer recorded.
+    /// [`Error::FilesChanged`], changing nothing, when any of `removed` is no longer recorded,
+    /// and with [`Error::DeletedMeanwhile`] when the table has a range delete newer than the
+    /// `tombstones_applied` of `added` (the merge did not apply it).
     async fn replace_parquet_files(
         &self,
         removed: Vec<ParquetFileId>,

@@ -116,6 +116,9 @@ pub struct NewParquetFile {
     /// The WAL sequence numbers whose rows the file holds.
     pub min_sequence: u64,
     pub max_sequence: u64,
+    /// The newest [`Tombstone`] of the table already applied to the rows (by a compaction):
+    /// it and older ones need not be applied again. 0: none.
+    pub tombstones_applied: i64,
 }
 
 /// The `YYYY-MM-DD` name of a partition day (days since 1970-01-01, UTC), as in object paths.
@@ -138,6 +141,44 @@ pub fn partition_date(day: i64) -> String {
 pub struct ParquetFile {
     pub id: ParquetFileId,
     pub file: NewParquetFile,
+}
+
+/// Identifier of a range delete; increasing in the order deletes were made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TombstoneId(pub i64);
+
+/// A range delete to record: rows of a table with time in `[min_time_ns, max_time_ns]` whose
+/// tags equal every `(tag, value)` of `tags`, written by WAL entries up to `wal_cutoff`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTombstone {
+    pub min_time_ns: i64,
+    /// Inclusive.
+    pub max_time_ns: i64,
+    /// A conjunction of `tag = value` terms; empty deletes every row of the time range.
+    pub tags: Vec<(Arc<str>, Arc<str>)>,
+    /// The highest WAL sequence number applied when the delete was made: rows of later writes
+    /// are not deleted, even in its time range.
+    pub wal_cutoff: u64,
+}
+
+/// A recorded range delete: hides its rows from queries at once; compactions remove them
+/// from files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tombstone {
+    pub id: TombstoneId,
+    pub table_id: TableId,
+    pub delete: NewTombstone,
+}
+
+impl Tombstone {
+    /// Whether rows of `file` may be deleted by this tombstone and it is not applied yet:
+    /// the file holds rows written before the delete, in its time range.
+    pub fn is_pending_for(&self, file: &NewParquetFile) -> bool {
+        file.max_sequence <= self.delete.wal_cutoff
+            && file.tombstones_applied < self.id.0
+            && file.min_time_ns <= self.delete.max_time_ns
+            && file.max_time_ns >= self.delete.min_time_ns
+    }
 }
 
 /// A table and its columns.
@@ -247,6 +288,10 @@ pub struct CatalogSnapshot {
     pub databases: BTreeMap<Arc<str>, Arc<DatabaseSchema>>,
     /// Deleted database names -> the highest WAL sequence number of their deleted data.
     pub deleted_wal_cutoffs: BTreeMap<Arc<str>, u64>,
+    /// Deleted tables (database name, table name) -> the same for one table.
+    pub deleted_table_cutoffs: BTreeMap<(Arc<str>, Arc<str>), u64>,
+    /// Range deletes of live tables, oldest first.
+    pub tombstones: BTreeMap<TableId, Arc<[Tombstone]>>,
     /// Recorded Parquet files of live tables, per table oldest data (lowest sequence) first.
     pub parquet_files: BTreeMap<TableId, Arc<[ParquetFile]>>,
 }
@@ -272,6 +317,27 @@ impl CatalogSnapshot {
             .map(|f| f.file.max_sequence);
         files
             .chain(self.deleted_wal_cutoffs.values().copied())
+            .chain(self.deleted_table_cutoffs.values().copied())
+            .chain(
+                self.tombstones
+                    .values()
+                    .flat_map(|t| t.iter())
+                    .map(|t| t.delete.wal_cutoff),
+            )
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The range deletes of a table, oldest first.
+    pub fn table_tombstones(&self, table: TableId) -> &[Tombstone] {
+        self.tombstones.get(&table).map_or(&[], |t| t)
+    }
+
+    /// The id of the newest range delete of a table; 0 when it has none.
+    pub fn newest_tombstone(&self, table: TableId) -> i64 {
+        self.table_tombstones(table)
+            .iter()
+            .map(|t| t.id.0)
             .max()
             .unwrap_or(0)
     }
@@ -287,11 +353,18 @@ impl CatalogSnapshot {
         out
     }
 
-    /// Whether a WAL entry of `database` with `sequence` belongs to a deleted database.
-    pub fn is_deleted_data(&self, database: &str, sequence: u64) -> bool {
-        self.deleted_wal_cutoffs
+    /// Whether a WAL entry's rows of `table` in `database` with `sequence` belong to a
+    /// deleted database or table.
+    pub fn is_deleted_data(&self, database: &str, table: &str, sequence: u64) -> bool {
+        let deleted_database = self
+            .deleted_wal_cutoffs
             .get(database)
-            .is_some_and(|&cutoff| sequence <= cutoff)
+            .is_some_and(|&cutoff| sequence <= cutoff);
+        deleted_database
+            || self
+                .deleted_table_cutoffs
+                .get(&(Arc::from(database), Arc::from(table)))
+                .is_some_and(|&cutoff| sequence <= cutoff)
     }
 }
 

@@ -9,8 +9,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::model::{
     CatalogSnapshot, ColumnType, CompactionEvent, DatabaseId, DatabaseSchema, NewParquetFile,
-    ParquetFile, ParquetFileId, SchemaChanges, TIME_COLUMN, TableId, TableSchema,
-    validate_database_name,
+    NewTombstone, ParquetFile, ParquetFileId, SchemaChanges, TIME_COLUMN, TableId, TableSchema,
+    Tombstone, TombstoneId, validate_database_name,
 };
 use crate::{COMPACTION_EVENTS_KEPT, Catalog, CatalogLimits, Error, Result};
 
@@ -51,7 +51,9 @@ CREATE TABLE IF NOT EXISTS parquet_files (
     max_time INTEGER NOT NULL,
     level INTEGER NOT NULL,
     min_sequence INTEGER NOT NULL,
-    max_sequence INTEGER NOT NULL
+    max_sequence INTEGER NOT NULL,
+    -- The newest tombstone already applied to the file's rows (0: none).
+    tombstones_applied INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS parquet_files_table ON parquet_files(table_id, partition_day);
 -- Objects no file refers to any more (replaced by compaction), kept until garbage collection
@@ -70,6 +72,24 @@ CREATE TABLE IF NOT EXISTS compaction_events (
     bytes_out INTEGER NOT NULL,
     duration_ms INTEGER NOT NULL,
     error TEXT
+);
+-- Range deletes: rows of a table in [min_time, max_time] whose tags match `predicate` (JSON
+-- array of [tag, value] pairs, all must equal), written by WAL entries up to `wal_cutoff`.
+CREATE TABLE IF NOT EXISTS tombstones (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    table_id INTEGER NOT NULL REFERENCES tables(id),
+    min_time INTEGER NOT NULL,
+    max_time INTEGER NOT NULL,
+    predicate TEXT NOT NULL,
+    wal_cutoff INTEGER NOT NULL
+);
+-- Dropped tables: their rows are gone and their names free; replay skips their WAL entries
+-- up to `wal_cutoff`.
+CREATE TABLE IF NOT EXISTS deleted_tables (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    database_name TEXT NOT NULL,
+    name TEXT NOT NULL,
+    wal_cutoff INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS deleted_objects (
     path TEXT PRIMARY KEY,
@@ -217,6 +237,7 @@ impl Catalog for SqliteCatalog {
             if let Some(removed) = next.databases.remove(name.as_str()) {
                 for table in removed.tables.values() {
                     next.parquet_files.remove(&table.id);
+                    next.tombstones.remove(&table.id);
                 }
             }
             let cutoff = next
@@ -226,6 +247,93 @@ impl Catalog for SqliteCatalog {
             *cutoff = (*cutoff).max(wal_cutoff);
             *inner.snapshot.write() = Arc::new(next);
             Ok(())
+        })
+        .await
+    }
+
+    async fn delete_table(&self, database: &str, table: &str, wal_cutoff: u64) -> Result<()> {
+        let (database, table) = (database.to_owned(), table.to_owned());
+        self.blocking(move |inner| {
+            let mut conn = inner.conn.lock();
+            let current = Arc::clone(&inner.snapshot.read());
+            let Some(db) = current.database(&database) else {
+                return Err(Error::DatabaseNotFound { name: database });
+            };
+            let Some(schema) = db.table(&table) else {
+                return Err(Error::TableNotFound { database, table });
+            };
+            let id = schema.id.0;
+            let tx = conn.transaction()?;
+            tx.execute(
+                "INSERT INTO deleted_objects (path, deleted_at) \
+                 SELECT path, ?2 FROM parquet_files WHERE table_id = ?1 \
+                 ON CONFLICT (path) DO NOTHING",
+                params![id, unix_ms()],
+            )?;
+            tx.execute("DELETE FROM parquet_files WHERE table_id = ?1", params![id])?;
+            tx.execute("DELETE FROM tombstones WHERE table_id = ?1", params![id])?;
+            tx.execute("DELETE FROM columns WHERE table_id = ?1", params![id])?;
+            tx.execute("DELETE FROM tables WHERE id = ?1", params![id])?;
+            tx.execute(
+                "INSERT INTO deleted_tables (database_name, name, wal_cutoff) VALUES (?1, ?2, ?3)",
+                params![database, table, wal_cutoff as i64],
+            )?;
+            tx.commit()?;
+            let mut next = (*current).clone();
+            let mut db = (**db).clone();
+            db.tables.remove(table.as_str());
+            next.databases.insert(Arc::clone(&db.name), Arc::new(db));
+            next.parquet_files.remove(&TableId(id));
+            next.tombstones.remove(&TableId(id));
+            let cutoff = next
+                .deleted_table_cutoffs
+                .entry((Arc::from(database.as_str()), Arc::from(table.as_str())))
+                .or_insert(0);
+            *cutoff = (*cutoff).max(wal_cutoff);
+            *inner.snapshot.write() = Arc::new(next);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn add_tombstone(
+        &self,
+        database: &str,
+        table: &str,
+        delete: NewTombstone,
+    ) -> Result<Tombstone> {
+        let (database, table) = (database.to_owned(), table.to_owned());
+        self.blocking(move |inner| {
+            let conn = inner.conn.lock();
+            let current = Arc::clone(&inner.snapshot.read());
+            let Some(db) = current.database(&database) else {
+                return Err(Error::DatabaseNotFound { name: database });
+            };
+            let Some(schema) = db.table(&table) else {
+                return Err(Error::TableNotFound { database, table });
+            };
+            conn.execute(
+                "INSERT INTO tombstones (table_id, min_time, max_time, predicate, wal_cutoff) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    schema.id.0,
+                    delete.min_time_ns,
+                    delete.max_time_ns,
+                    predicate_json(&delete.tags),
+                    delete.wal_cutoff as i64
+                ],
+            )?;
+            let tombstone = Tombstone {
+                id: TombstoneId(conn.last_insert_rowid()),
+                table_id: schema.id,
+                delete,
+            };
+            let mut next = (*current).clone();
+            let mut all = next.table_tombstones(schema.id).to_vec();
+            all.push(tombstone.clone());
+            next.tombstones.insert(schema.id, all.into());
+            *inner.snapshot.write() = Arc::new(next);
+            Ok(tombstone)
         })
         .await
     }
@@ -314,6 +422,16 @@ impl Catalog for SqliteCatalog {
             if missing > 0 {
                 // Dropping the transaction rolls it back.
                 return Err(Error::FilesChanged { missing });
+            }
+            if let Some(first) = added.first() {
+                let newer_delete: bool = tx
+                    .prepare_cached(
+                        "SELECT 1 FROM tombstones WHERE table_id = ?1 AND id > ?2 LIMIT 1",
+                    )?
+                    .exists(params![first.table_id.0, first.tombstones_applied])?;
+                if newer_delete {
+                    return Err(Error::DeletedMeanwhile);
+                }
             }
             let recorded = insert_files(&tx, added)?;
             tx.commit()?;
@@ -443,6 +561,21 @@ impl Catalog for SqliteCatalog {
     }
 }
 
+/// The stored form of a tombstone's `tag = value` terms: a JSON array of pairs.
+fn predicate_json(tags: &[(Arc<str>, Arc<str>)]) -> String {
+    let pairs: Vec<[&str; 2]> = tags.iter().map(|(t, v)| [t.as_ref(), v.as_ref()]).collect();
+    serde_json::to_string(&pairs).expect("pairs of strings serialise")
+}
+
+fn parse_predicate(json: &str) -> Result<Vec<(Arc<str>, Arc<str>)>> {
+    let pairs: Vec<[String; 2]> = serde_json::from_str(json)
+        .map_err(|_| Error::CorruptRow(format!("tombstone predicate `{json}`")))?;
+    Ok(pairs
+        .into_iter()
+        .map(|[t, v]| (Arc::from(t), Arc::from(v)))
+        .collect())
+}
+
 /// Milliseconds since the Unix epoch.
 fn unix_ms() -> i64 {
     std::time::SystemTime::now()
@@ -458,8 +591,8 @@ fn insert_files(
     let mut recorded = Vec::with_capacity(files.len());
     let mut insert = tx.prepare_cached(
         "INSERT INTO parquet_files (table_id, partition_day, path, size_bytes, row_count, \
-         min_time, max_time, level, min_sequence, max_sequence) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+         min_time, max_time, level, min_sequence, max_sequence, tombstones_applied) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?;
     for file in files {
         insert.execute(params![
@@ -473,6 +606,7 @@ fn insert_files(
             file.level,
             file.min_sequence as i64,
             file.max_sequence as i64,
+            file.tombstones_applied,
         ])?;
         recorded.push(ParquetFile {
             id: ParquetFileId(tx.last_insert_rowid()),
@@ -635,6 +769,17 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         // Databases created before retention existed keep everything.
         conn.execute("ALTER TABLE databases ADD COLUMN retention_ns INTEGER", [])?;
     }
+    let has_tombstones_applied: bool = conn
+        .prepare(
+            "SELECT 1 FROM pragma_table_info('parquet_files') WHERE name = 'tombstones_applied'",
+        )?
+        .exists([])?;
+    if !has_tombstones_applied {
+        conn.execute(
+            "ALTER TABLE parquet_files ADD COLUMN tombstones_applied INTEGER NOT NULL DEFAULT 0",
+            [],
+        )?;
+    }
     let has_sort_key: bool = conn
         .prepare("SELECT 1 FROM pragma_table_info('tables') WHERE name = 'sort_key'")?
         .exists([])?;
@@ -729,7 +874,8 @@ fn load_snapshot(conn: &Connection) -> Result<CatalogSnapshot> {
     }
     let mut stmt = conn.prepare(
         "SELECT id, table_id, partition_day, path, size_bytes, row_count, min_time, max_time, \
-         level, min_sequence, max_sequence FROM parquet_files ORDER BY table_id, min_sequence, id",
+         level, min_sequence, max_sequence, tombstones_applied FROM parquet_files \
+         ORDER BY table_id, min_sequence, id",
     )?;
     let rows = stmt.query_map([], |r| {
         Ok(ParquetFile {
@@ -745,6 +891,7 @@ fn load_snapshot(conn: &Connection) -> Result<CatalogSnapshot> {
                 level: r.get(8)?,
                 min_sequence: r.get::<_, i64>(9)? as u64,
                 max_sequence: r.get::<_, i64>(10)? as u64,
+                tombstones_applied: r.get(11)?,
             },
         })
     })?;
@@ -758,6 +905,58 @@ fn load_snapshot(conn: &Connection) -> Result<CatalogSnapshot> {
         }
     }
     snapshot.parquet_files = files.into_iter().map(|(t, f)| (t, f.into())).collect();
+    let mut stmt = conn.prepare(
+        "SELECT id, table_id, min_time, max_time, predicate, wal_cutoff FROM tombstones \
+         ORDER BY id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, String>(4)?,
+            r.get::<_, i64>(5)?,
+        ))
+    })?;
+    let mut tombstones: BTreeMap<TableId, Vec<Tombstone>> = BTreeMap::new();
+    for row in rows {
+        let (id, table_id, min_time_ns, max_time_ns, predicate, wal_cutoff) = row?;
+        if !tables.contains_key(&table_id) {
+            continue;
+        }
+        tombstones
+            .entry(TableId(table_id))
+            .or_default()
+            .push(Tombstone {
+                id: TombstoneId(id),
+                table_id: TableId(table_id),
+                delete: NewTombstone {
+                    min_time_ns,
+                    max_time_ns,
+                    tags: parse_predicate(&predicate)?,
+                    wal_cutoff: wal_cutoff as u64,
+                },
+            });
+    }
+    snapshot.tombstones = tombstones.into_iter().map(|(t, v)| (t, v.into())).collect();
+    let mut stmt = conn.prepare(
+        "SELECT database_name, name, max(wal_cutoff) FROM deleted_tables \
+         GROUP BY database_name, name",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (database, table, cutoff) = row?;
+        snapshot
+            .deleted_table_cutoffs
+            .insert((database.into(), table.into()), cutoff as u64);
+    }
     for (_, (db_id, table)) in tables {
         let db = by_id
             .get_mut(&db_id)
@@ -897,11 +1096,11 @@ mod tests {
         let snapshot = cat.snapshot();
         assert_eq!(snapshot.database("db").unwrap().id, again.id);
         assert!(
-            snapshot.is_deleted_data("db", 7),
+            snapshot.is_deleted_data("db", "cpu", 7),
             "entries up to the cutoff are the old database's"
         );
         assert!(
-            !snapshot.is_deleted_data("db", 8),
+            !snapshot.is_deleted_data("db", "cpu", 8),
             "later entries belong to the new one"
         );
     }
@@ -1041,6 +1240,7 @@ mod tests {
             level: 0,
             min_sequence: sequences.0,
             max_sequence: sequences.1,
+            tombstones_applied: 0,
         }
     }
 
@@ -1118,5 +1318,104 @@ mod tests {
             files[0].file,
             file(table, "db/cpu/2016-01-01/a.parquet", (1, 4))
         );
+    }
+
+    #[tokio::test]
+    async fn a_deleted_table_frees_its_name_drops_its_files_and_stays_deleted_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.sqlite");
+        let cat = SqliteCatalog::open(&path, CatalogLimits::default()).unwrap();
+        let snap = cat
+            .apply(changes("db", "cpu", &[("usage", ColumnType::Float)]))
+            .await
+            .unwrap();
+        let old = snap.database("db").unwrap().table("cpu").unwrap().id;
+        cat.add_parquet_files(vec![file(old, "db/cpu/2016-01-01/a.parquet", (1, 4))])
+            .await
+            .unwrap();
+        cat.delete_table("db", "cpu", 7).await.unwrap();
+        let err = cat.delete_table("db", "cpu", 8).await.unwrap_err();
+        assert!(matches!(err, Error::TableNotFound { .. }), "{err}");
+        assert_eq!(
+            cat.deleted_objects(i64::MAX).await.unwrap(),
+            ["db/cpu/2016-01-01/a.parquet"]
+        );
+        // The name is free again: a write creates a new, empty table.
+        let snap = cat
+            .apply(changes("db", "cpu", &[("usage", ColumnType::Integer)]))
+            .await
+            .unwrap();
+        let new = snap.database("db").unwrap().table("cpu").unwrap().id;
+        assert_ne!(new, old);
+        drop(cat);
+        let cat = SqliteCatalog::open(&path, CatalogLimits::default()).unwrap();
+        let snapshot = cat.snapshot();
+        let cpu = snapshot.database("db").unwrap().table("cpu").unwrap();
+        assert_eq!(cpu.column_type("usage"), Some(ColumnType::Integer));
+        assert!(snapshot.table_files(old).is_empty());
+        assert!(snapshot.is_deleted_data("db", "cpu", 7));
+        assert!(!snapshot.is_deleted_data("db", "cpu", 8));
+        assert!(!snapshot.is_deleted_data("db", "mem", 7));
+        assert_eq!(snapshot.highest_sequence(), 7);
+    }
+
+    #[tokio::test]
+    async fn tombstones_survive_reopen_and_a_merge_that_missed_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.sqlite");
+        let cat = SqliteCatalog::open(&path, CatalogLimits::default()).unwrap();
+        let snap = cat
+            .apply(changes("db", "cpu", &[("host", ColumnType::Tag)]))
+            .await
+            .unwrap();
+        let table = snap.database("db").unwrap().table("cpu").unwrap().id;
+        let inputs = cat
+            .add_parquet_files(vec![file(table, "db/cpu/2016-01-01/a.parquet", (1, 4))])
+            .await
+            .unwrap();
+        let delete = NewTombstone {
+            min_time_ns: 0,
+            max_time_ns: 10,
+            tags: vec![("host".into(), "a 'quoted' \"name\"".into())],
+            wal_cutoff: 4,
+        };
+        let tombstone = cat
+            .add_tombstone("db", "cpu", delete.clone())
+            .await
+            .unwrap();
+        assert!(tombstone.is_pending_for(&inputs[0].file));
+        let err = cat
+            .add_tombstone("db", "mem", delete.clone())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::TableNotFound { .. }), "{err}");
+
+        // A merge planned before the delete does not carry it: refused, nothing changes.
+        let stale = file(table, "db/cpu/2016-01-01/m.parquet", (1, 4));
+        let err = cat
+            .replace_parquet_files(vec![inputs[0].id], vec![stale.clone()])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::DeletedMeanwhile), "{err}");
+        assert_eq!(cat.snapshot().table_files(table).len(), 1);
+        let merged = NewParquetFile {
+            tombstones_applied: tombstone.id.0,
+            ..stale
+        };
+        assert!(!tombstone.is_pending_for(&merged));
+        cat.replace_parquet_files(vec![inputs[0].id], vec![merged.clone()])
+            .await
+            .unwrap();
+
+        drop(cat);
+        let cat = SqliteCatalog::open(&path, CatalogLimits::default()).unwrap();
+        let snapshot = cat.snapshot();
+        assert_eq!(
+            snapshot.table_tombstones(table),
+            std::slice::from_ref(&tombstone)
+        );
+        assert_eq!(snapshot.newest_tombstone(table), tombstone.id.0);
+        assert_eq!(snapshot.table_files(table)[0].file, merged);
+        assert_eq!(snapshot.highest_sequence(), 4);
     }
 }

@@ -4,7 +4,7 @@
 //! ```text
 //! per output time slice:
 //!   Parquet scan (one sorted stream per file, + __chunk_order = the file's highest sequence)
-//!     -> FilterExec (time in the slice)           order kept
+//!     -> FilterExec (time in the slice, rows not range-deleted)   order kept
 //!     -> SortPreservingMergeExec (tags, time, __chunk_order)
 //!     -> DeduplicateExec (last non-null field per key wins)
 //!     -> drop __chunk_order -> Parquet writer -> object store
@@ -33,7 +33,7 @@ use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
-use dedup::{CHUNK_ORDER, DeduplicateExec, partitioned_file, sort_ordering};
+use dedup::{CHUNK_ORDER, DeduplicateExec, partitioned_file, sort_ordering, surviving_rows};
 use futures::StreamExt;
 use object_store::path::Path;
 use parquet_file::{ObjectStorage, PartitionWriter};
@@ -132,6 +132,7 @@ async fn write_slice(
             .map(|f| f.file.max_sequence)
             .max()
             .unwrap_or(0),
+        tombstones_applied: plan.tombstones_applied,
     }))
 }
 
@@ -206,7 +207,14 @@ fn merge_plan(
         .with_output_ordering(vec![ordering.clone()])
         .build();
     let scan = DataSourceExec::from_data_source(config);
-    let filtered = Arc::new(FilterExec::try_new(in_slice, scan)?);
+    // Range deletes drop their rows of files written before them, before the dedup: a deleted
+    // row must not lend its fields to a newer row of the same key.
+    let deletes: Vec<&catalog::NewTombstone> = plan.deletes.iter().map(|t| &t.delete).collect();
+    let keep = match surviving_rows(&deletes, &full_schema, Some(CHUNK_ORDER))? {
+        Some(surviving) => Arc::new(BinaryExpr::new(in_slice, Operator::And, surviving)),
+        None => in_slice,
+    };
+    let filtered = Arc::new(FilterExec::try_new(keep, scan)?);
     let merged = Arc::new(SortPreservingMergeExec::new(ordering.clone(), filtered));
     let key_columns = key
         .iter()

@@ -5,6 +5,9 @@
 //! than one file: a day that no longer receives writes is merged into as few files as the
 //! target size allows, so old data reads as fast as a single file.
 //!
+//! A partition with a file that holds rows of a range delete not yet applied to it is
+//! compacted too: the merge drops those rows, so queries stop filtering them.
+//!
 //! A compaction takes every file of the partition, whatever its level. That keeps the order
 //! between sources exact: queries and replay order a partition's sources by their highest
 //! WAL sequence number, and a merged file inherits the highest of its inputs, so merging a
@@ -14,7 +17,7 @@
 
 use std::sync::Arc;
 
-use catalog::{CatalogSnapshot, DatabaseSchema, ParquetFile, TableSchema};
+use catalog::{CatalogSnapshot, DatabaseSchema, ParquetFile, TableSchema, Tombstone};
 
 /// One partition's compaction.
 #[derive(Debug, Clone)]
@@ -26,6 +29,10 @@ pub(crate) struct CompactionPlan {
     pub(crate) inputs: Vec<ParquetFile>,
     /// How many files the output is cut into (by time, so they do not overlap).
     pub(crate) outputs: usize,
+    /// The table's range deletes: the merge drops the rows they match.
+    pub(crate) deletes: Vec<Tombstone>,
+    /// The newest of them (0: none), recorded on the outputs as applied.
+    pub(crate) tombstones_applied: i64,
 }
 
 impl CompactionPlan {
@@ -55,6 +62,7 @@ pub(crate) fn plan(snapshot: &CatalogSnapshot, rules: PlanRules) -> Vec<Compacti
     for database in snapshot.databases.values() {
         for table in database.tables.values() {
             let files = snapshot.table_files(table.id);
+            let deletes = snapshot.table_tombstones(table.id);
             let mut days: Vec<i64> = files.iter().map(|f| f.file.partition_day).collect();
             days.sort_unstable();
             days.dedup();
@@ -71,13 +79,18 @@ pub(crate) fn plan(snapshot: &CatalogSnapshot, rules: PlanRules) -> Vec<Compacti
                 let outputs = bytes.div_ceil(rules.target_file_bytes.max(1)).max(1) as usize;
                 let many = level0 >= rules.l0_threshold.max(2);
                 let cold = day < rules.today && level0 > 0 && inputs.len() > outputs;
-                if many || cold {
+                let deleted_rows = inputs
+                    .iter()
+                    .any(|f| deletes.iter().any(|t| t.is_pending_for(&f.file)));
+                if many || cold || deleted_rows {
                     plans.push(CompactionPlan {
                         database: Arc::clone(database),
                         table: Arc::clone(table),
                         day,
                         inputs,
                         outputs,
+                        deletes: deletes.to_vec(),
+                        tombstones_applied: snapshot.newest_tombstone(table.id),
                     });
                 }
             }
@@ -137,13 +150,14 @@ mod tests {
                     level,
                     min_sequence: i as u64,
                     max_sequence: i as u64,
+                    tombstones_applied: 0,
                 },
             })
             .collect();
         CatalogSnapshot {
             databases: BTreeMap::from([(Arc::from("db"), Arc::new(database))]),
-            deleted_wal_cutoffs: BTreeMap::new(),
             parquet_files: BTreeMap::from([(TableId(1), files.into())]),
+            ..CatalogSnapshot::default()
         }
     }
 
@@ -199,6 +213,32 @@ mod tests {
             .map(|f| f.file.max_sequence)
             .collect();
         assert_eq!(sequences, [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn a_file_with_rows_of_a_range_delete_is_rewritten_once() {
+        let mut snap = snapshot(&[(10, 1, 50)]);
+        assert!(plan(&snap, RULES).is_empty());
+        let tombstone = Tombstone {
+            id: catalog::TombstoneId(4),
+            table_id: TableId(1),
+            delete: catalog::NewTombstone {
+                min_time_ns: 5,
+                max_time_ns: 50,
+                tags: vec![],
+                wal_cutoff: 0,
+            },
+        };
+        snap.tombstones.insert(TableId(1), vec![tombstone].into());
+        let plans = plan(&snap, RULES);
+        assert_eq!(plans.len(), 1);
+        assert_eq!(plans[0].tombstones_applied, 4);
+        assert_eq!(plans[0].deletes.len(), 1);
+
+        let mut files = snap.table_files(TableId(1)).to_vec();
+        files[0].file.tombstones_applied = 4;
+        snap.parquet_files.insert(TableId(1), files.into());
+        assert!(plan(&snap, RULES).is_empty());
     }
 
     #[test]

@@ -106,6 +106,7 @@ impl Fixture {
                 level: 0,
                 min_sequence: sequence,
                 max_sequence: sequence,
+                tombstones_applied: 0,
             }])
             .await
             .unwrap();
@@ -236,6 +237,43 @@ async fn many_level0_files_become_one_level1_file_with_the_newest_fields_of_each
     assert!(e.error.is_none());
 
     // Nothing left to do until new files come.
+    assert!(f.compactor.compact_all().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_compaction_drops_range_deleted_rows_of_older_files_and_keeps_later_writes() {
+    let f = fixture(config()).await;
+    f.persist(
+        1,
+        &[("a", 10, Some(1.0), Some(1.0)), ("b", 10, Some(2.0), None)],
+    )
+    .await;
+    f.persist(2, &[("a", 12, Some(5.0), None)]).await;
+    let delete = catalog::NewTombstone {
+        min_time_ns: DAY_NS,
+        max_time_ns: DAY_NS + 15,
+        tags: vec![("host".into(), "a".into())],
+        wal_cutoff: 2,
+    };
+    let tombstone = f.catalog.add_tombstone("db", "cpu", delete).await.unwrap();
+    // Written after the delete: kept, and the deleted row lends it no fields.
+    f.persist(3, &[("a", 10, None, Some(7.0))]).await;
+
+    let reports = f.compactor.compact_all().await.unwrap();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(
+        f.rows().await,
+        vec![
+            ("a".to_owned(), 10, None, Some(7.0)),
+            ("b".to_owned(), 10, Some(2.0), None),
+        ]
+    );
+    let snapshot = f.catalog.snapshot();
+    let files = snapshot.table_files(f.table.id);
+    assert_eq!(files.len(), 1);
+    assert_eq!(files[0].file.tombstones_applied, tombstone.id.0);
+    assert!(!tombstone.is_pending_for(&files[0].file));
+    // Applied: the partition is not compacted again for it.
     assert!(f.compactor.compact_all().await.unwrap().is_empty());
 }
 

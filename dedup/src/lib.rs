@@ -11,6 +11,10 @@
 //! where the newer one was filtered out); it keeps the default `gather_filters_for_pushdown`,
 //! which lets no parent filter through.
 
+mod deletes;
+
+pub use deletes::surviving_rows;
+
 use std::fmt;
 use std::sync::Arc;
 

@@ -174,6 +174,66 @@ impl Buffer {
         });
     }
 
+    /// Drops a table's rows.
+    pub(crate) fn drop_table(&self, database: &str, table: &str) {
+        let key = (Arc::<str>::from(database), Arc::<str>::from(table));
+        if let Some(t) = self.tables.write().remove(&key) {
+            let bytes: usize = t
+                .partitions
+                .values()
+                .flat_map(|p| &p.chunks)
+                .map(|c| c.size_bytes)
+                .sum();
+            self.size_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Removes the rows of a table that `delete` matches and returns how many. Chunks keep
+    /// their sequence numbers (a persist in flight still finds its head), and filtering keeps
+    /// a deduplicated chunk sorted and unique.
+    pub(crate) fn delete_rows(
+        &self,
+        database: &str,
+        table: &str,
+        delete: &catalog::NewTombstone,
+    ) -> Result<usize, ArrowError> {
+        let key = (Arc::<str>::from(database), Arc::<str>::from(table));
+        let mut tables = self.tables.write();
+        let Some(t) = tables.get_mut(&key) else {
+            return Ok(0);
+        };
+        let days = day_of(delete.min_time_ns)..=day_of(delete.max_time_ns);
+        let mut removed = 0;
+        for p in t.partitions.range_mut(days).map(|(_, p)| p) {
+            for chunk in &mut p.chunks {
+                let mut kept = Vec::with_capacity(chunk.batches.len());
+                for batch in chunk.batches.drain(..) {
+                    let rows = batch.num_rows();
+                    let left = crate::delete::without_deleted(batch, [delete])?;
+                    removed += rows - left.as_ref().map_or(0, RecordBatch::num_rows);
+                    kept.extend(left);
+                }
+                chunk.batches = kept;
+                let size: usize = chunk.batches.iter().map(size_bytes).sum();
+                self.size_bytes.fetch_add(size, Ordering::Relaxed);
+                self.size_bytes
+                    .fetch_sub(chunk.size_bytes, Ordering::Relaxed);
+                chunk.size_bytes = size;
+            }
+            // A chunk left empty stays while it is being persisted: the persist drops it.
+            let persisting = p.persisting_through;
+            p.chunks.retain(|c| {
+                !c.batches.is_empty() || persisting.is_some_and(|through| c.sequence <= through)
+            });
+            p.deduplicated = p.chunks.len() == 1 && p.chunks[0].deduplicated;
+        }
+        t.partitions.retain(|_, p| !p.chunks.is_empty());
+        if t.partitions.is_empty() {
+            tables.remove(&key);
+        }
+        Ok(removed)
+    }
+
     /// The deduplicated rows of a table whose partitions may hold rows in
     /// `[min_time_ns, max_time_ns]`, one sorted batch per partition, conformed to `schema`.
     pub(crate) fn read(

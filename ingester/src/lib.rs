@@ -19,6 +19,7 @@
 
 mod buffer;
 mod dedup;
+mod delete;
 mod persist;
 mod schema;
 mod write;
@@ -267,6 +268,24 @@ struct Inner {
     persist_metrics: persist::PersistMetrics,
 }
 
+/// Why a range delete failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteError {
+    #[error(transparent)]
+    Catalog(#[from] catalog::Error),
+    #[error(
+        "`{column}` is not a tag of table `{table}`{}; a delete predicate compares tags only",
+        found.map(|t| format!(" (it is {t})")).unwrap_or_default()
+    )]
+    NotATag {
+        table: String,
+        column: String,
+        found: Option<catalog::ColumnType>,
+    },
+    #[error("cannot filter the buffered rows")]
+    Buffer(#[from] ArrowError),
+}
+
 /// Handle to the ingester; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Ingester {
@@ -297,9 +316,26 @@ impl Ingester {
         let wal = Wal::open(wal_config, registry, |seq, entry| {
             replayed += 1;
             for t in entry.tables {
-                if snapshot.is_deleted_data(&t.database, seq.0) {
+                if snapshot.is_deleted_data(&t.database, &t.table, seq.0) {
                     continue;
                 }
+                // Range deletes made after this entry was written remove its rows again.
+                let deletes = snapshot
+                    .database(&t.database)
+                    .and_then(|db| db.table(&t.table))
+                    .map(|table| snapshot.table_tombstones(table.id))
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|t| &t.delete)
+                    .filter(|d| seq.0 <= d.wal_cutoff);
+                let batch = match delete::without_deleted(t.batch, deletes) {
+                    Ok(Some(batch)) => batch,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::error!(sequence = seq.0, db = %t.database, table = %t.table, error = %e, "skipping a WAL entry the range deletes cannot be applied to");
+                        continue;
+                    }
+                };
                 let (sort_key, through) = tables
                     .entry((t.database.clone(), t.table.clone()))
                     .or_insert_with(|| {
@@ -318,7 +354,7 @@ impl Ingester {
                     &t.database,
                     &t.table,
                     sort_key,
-                    t.batch,
+                    batch,
                     is_persisted,
                 ) {
                     tracing::error!(sequence = seq.0, db = %t.database, table = %t.table, error = %e, "skipping a WAL entry the buffer cannot take");
@@ -523,7 +559,7 @@ impl Ingester {
             // Advance first: whatever happens to this entry, later writers must not wait on it.
             queue.next += 1;
             for t in tables {
-                if snapshot.is_deleted_data(&t.database, applying) {
+                if snapshot.is_deleted_data(&t.database, &t.table, applying) {
                     continue;
                 }
                 let sort_key = table_sort_key(&snapshot, &t.database, &t.table);
@@ -582,6 +618,84 @@ impl Ingester {
             .buffer_bytes
             .set(self.inner.buffer.size_bytes() as i64);
         Ok(())
+    }
+
+    /// Deletes a table: in the catalog, with the WAL position that replay must skip up to,
+    /// and from the buffer. Its name is free for a new table at once.
+    pub async fn delete_table(&self, database: &str, table: &str) -> Result<(), catalog::Error> {
+        let cutoff = self.inner.wal.last_sequence_number().map_or(0, |s| s.0);
+        self.inner
+            .catalog
+            .delete_table(database, table, cutoff)
+            .await?;
+        self.inner.buffer.drop_table(database, table);
+        self.inner
+            .metrics
+            .buffer_bytes
+            .set(self.inner.buffer.size_bytes() as i64);
+        Ok(())
+    }
+
+    /// Deletes the rows of a table with time in `[min_time_ns, max_time_ns]` whose tags equal
+    /// every `(tag, value)` of `tags`, written before this call; returns how many buffered
+    /// rows went. Later writes in the range are kept.
+    ///
+    /// The buffer is filtered under the apply lock, with the cutoff at the last applied entry,
+    /// so every row at or below the cutoff is filtered and none above it; the tombstone then
+    /// hides the rows of persisted files from queries, and replay filters the WAL entries up
+    /// to the cutoff. Files persisted from rows read before the filter hold only entries at or
+    /// below the cutoff, so the tombstone covers them.
+    pub async fn delete_rows(
+        &self,
+        database: &str,
+        table: &str,
+        min_time_ns: i64,
+        max_time_ns: i64,
+        tags: Vec<(Arc<str>, Arc<str>)>,
+    ) -> Result<usize, DeleteError> {
+        let snapshot = self.inner.catalog.snapshot();
+        let schema = snapshot
+            .database(database)
+            .ok_or_else(|| catalog::Error::DatabaseNotFound {
+                name: database.to_owned(),
+            })?
+            .table(table)
+            .ok_or_else(|| catalog::Error::TableNotFound {
+                database: database.to_owned(),
+                table: table.to_owned(),
+            })?;
+        for (tag, _) in &tags {
+            match schema.column_type(tag) {
+                Some(catalog::ColumnType::Tag) => {}
+                other => {
+                    return Err(DeleteError::NotATag {
+                        table: table.to_owned(),
+                        column: tag.to_string(),
+                        found: other,
+                    });
+                }
+            }
+        }
+        let mut delete = catalog::NewTombstone {
+            min_time_ns,
+            max_time_ns,
+            tags,
+            wal_cutoff: 0,
+        };
+        let removed = {
+            let queue = self.inner.apply_queue.lock();
+            delete.wal_cutoff = queue.next - 1;
+            self.inner.buffer.delete_rows(database, table, &delete)?
+        };
+        self.inner
+            .metrics
+            .buffer_bytes
+            .set(self.inner.buffer.size_bytes() as i64);
+        self.inner
+            .catalog
+            .add_tombstone(database, table, delete)
+            .await?;
+        Ok(removed)
     }
 
     /// Persists every buffered row (failures are logged: those rows stay in the WAL), then
@@ -692,6 +806,98 @@ mod tests {
         drop(ingester);
         let reopened = f.ingester(1 << 30);
         assert_eq!(f.rows(&reopened, "m"), expected);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_range_delete_hides_matching_rows_at_once_and_after_restart_but_not_later_writes() {
+        let f = Fixture::new();
+        let ingester = f.ingester(1 << 30);
+        ingester
+            .write(request(
+                "m,t=a f=1 100
+m,t=b f=2 100
+m,t=a f=3 500
+m f=4 100",
+            ))
+            .await
+            .unwrap();
+        let removed = ingester
+            .delete_rows("db", "m", 0, 200, vec![("t".into(), "a".into())])
+            .await
+            .unwrap();
+        assert_eq!(removed, 1);
+        // Written after the delete, inside its range: kept.
+        ingester.write(request("m,t=a f=9 150")).await.unwrap();
+        let expected = f.rows(&ingester, "m");
+        assert_eq!(
+            expected,
+            "+-----+---+-------------------------------+\n\
+             | f   | t | time                          |\n\
+             +-----+---+-------------------------------+\n\
+             | 4.0 |   | 1970-01-01T00:00:00.000000100 |\n\
+             | 9.0 | a | 1970-01-01T00:00:00.000000150 |\n\
+             | 3.0 | a | 1970-01-01T00:00:00.000000500 |\n\
+             | 2.0 | b | 1970-01-01T00:00:00.000000100 |\n\
+             +-----+---+-------------------------------+"
+        );
+        ingester.close_without_persisting();
+        drop(ingester);
+        let reopened = f.ingester(1 << 30);
+        assert_eq!(
+            f.rows(&reopened, "m"),
+            expected,
+            "replay applies the delete"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_delete_names_a_column_that_is_not_a_tag() {
+        let f = Fixture::new();
+        let ingester = f.ingester(1 << 30);
+        ingester.write(request("m,t=a f=1 100")).await.unwrap();
+        let e = ingester
+            .delete_rows("db", "m", 0, 200, vec![("f".into(), "1".into())])
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "`f` is not a tag of table `m` (it is a float field); a delete predicate compares tags only"
+        );
+        let e = ingester
+            .delete_rows("db", "nope", 0, 200, vec![])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                DeleteError::Catalog(catalog::Error::TableNotFound { .. })
+            ),
+            "{e}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deleted_table_does_not_come_back_after_restart_and_its_name_is_reusable() {
+        let f = Fixture::new();
+        let ingester = f.ingester(1 << 30);
+        ingester
+            .write(request(
+                "m,t=a f=1 100
+n g=1 1",
+            ))
+            .await
+            .unwrap();
+        ingester.delete_table("db", "m").await.unwrap();
+        // A new table of that name may even change column types.
+        ingester.write(request("m,t=b f=\"x\" 200")).await.unwrap();
+        let expected = f.rows(&ingester, "m");
+        assert!(expected.contains("| x | b |"), "{expected}");
+        assert!(!expected.contains("| a "), "{expected}");
+        ingester.close_without_persisting();
+        drop(ingester);
+        let reopened = f.ingester(1 << 30);
+        assert_eq!(f.rows(&reopened, "m"), expected);
+        assert!(f.rows(&reopened, "n").contains("1.0"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -317,6 +317,7 @@ impl Ingester {
             level: 0,
             min_sequence,
             max_sequence,
+            tombstones_applied: 0,
         };
         inner
             .catalog

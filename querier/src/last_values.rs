@@ -10,7 +10,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int64Array, RecordBatch, new_null_array};
+use arrow::array::{ArrayRef, AsArray, Int64Array, RecordBatch, new_null_array};
 use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
@@ -21,6 +21,7 @@ use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::scalar::ScalarValue;
 use object_store::path::Path;
@@ -141,8 +142,15 @@ impl LastValues {
             let rows = take_run_ends(&concat_batches(&self.schema, &p.batches)?, &tags)?;
             candidates.push(with_order(&rows, &ordered, p.max_sequence)?);
         }
+        let tombstones = snapshot.table_tombstones(self.table.id);
         for f in snapshot.table_files(self.table.id) {
-            let rows = self.file_last_rows(&store, f, &tags).await?;
+            let deletes: Vec<&catalog::NewTombstone> = tombstones
+                .iter()
+                .filter(|t| t.is_pending_for(&f.file))
+                .map(|t| &t.delete)
+                .collect();
+            let surviving = dedup::surviving_rows(&deletes, &self.schema, None)?;
+            let rows = self.file_last_rows(&store, f, &tags, surviving).await?;
             candidates.push(with_order(&rows, &ordered, f.file.max_sequence)?);
         }
         let all = concat_batches(&ordered, &candidates)?;
@@ -174,12 +182,14 @@ impl LastValues {
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
     }
 
-    /// The last row of every series in one file, conformed to the table schema.
+    /// The last row of every series in one file, conformed to the table schema; only rows
+    /// that `surviving` (range deletes) keeps, if given.
     async fn file_last_rows(
         &self,
         store: &Arc<dyn ObjectStore>,
         file: &ParquetFile,
         tags: &[&str],
+        surviving: Option<Arc<dyn PhysicalExpr>>,
     ) -> Result<RecordBatch> {
         let external = |e: Box<dyn std::error::Error + Send + Sync>| DataFusionError::External(e);
         let path = Path::parse(&file.file.path).map_err(|e| external(Box::new(e)))?;
@@ -195,7 +205,10 @@ impl LastValues {
         let schema = Arc::clone(&self.schema);
         tokio::task::spawn_blocking(move || {
             let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
-            last_rows_of_file(bytes, &tags, &schema)
+            match surviving {
+                Some(surviving) => last_surviving_rows_of_file(bytes, &tags, &schema, &surviving),
+                None => last_rows_of_file(bytes, &tags, &schema),
+            }
         })
         .await
         .map_err(|e| external(Box::new(e)))?
@@ -261,6 +274,28 @@ fn last_rows_of_file(bytes: Bytes, tags: &[&str], schema: &SchemaRef) -> Result<
         .collect::<Result<Vec<_>, _>>()?;
     let rows = concat_batches(&file_schema, &rows)?;
     conform(&rows, schema)
+}
+
+/// [`last_rows_of_file`] of a file some of whose rows are deleted: every row is decoded and
+/// filtered first, since a series' last row may be one of them.
+fn last_surviving_rows_of_file(
+    bytes: Bytes,
+    tags: &[&str],
+    schema: &SchemaRef,
+    surviving: &Arc<dyn PhysicalExpr>,
+) -> Result<RecordBatch> {
+    let external = |e: parquet::errors::ParquetError| DataFusionError::External(Box::new(e));
+    let batches = ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .map_err(external)?
+        .build()
+        .map_err(external)?
+        .map(|b| {
+            let b = conform(&b?, schema)?;
+            let keep = surviving.evaluate(&b)?.into_array(b.num_rows())?;
+            Ok(arrow::compute::filter_record_batch(&b, keep.as_boolean())?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    take_run_ends(&concat_batches(schema, &batches)?, tags)
 }
 
 /// Row indices of the last row of each run of equal `tags` (the batch is sorted by them).

@@ -9,6 +9,9 @@
 //!                     DeduplicateExec(sorted union of one group) -> projection, ... ]
 //! ```
 //!
+//! Range deletes (tombstones) filter the files written before them until a compaction
+//! rewrites those files; buffered rows are filtered when the delete is made.
+//!
 //! Files are deduplicated when written and a buffer partition is deduplicated when read, so a
 //! source that overlaps no other needs no dedup. The buffer is read before the catalog: a
 //! persist that finishes in between then shows its rows twice (in the buffer and in the new
@@ -21,7 +24,9 @@ use arrow::array::{ArrayRef, AsArray, Int64Array, RecordBatch};
 use arrow::compute::{max, min};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampNanosecondType};
 use async_trait::async_trait;
-use catalog::{Catalog, DatabaseSchema, ParquetFile, TIME_COLUMN, TableSchema};
+use catalog::{
+    Catalog, DatabaseSchema, NewTombstone, ParquetFile, TIME_COLUMN, TableSchema, Tombstone,
+};
 use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::common::DFSchema;
 use datafusion::config::TableParquetOptions;
@@ -273,9 +278,37 @@ impl Table {
             }
         }
 
+        // Files holding rows of range deletes not applied to them yet are read apart, one scan
+        // per set of such deletes, and filtered.
+        let tombstones = snapshot.table_tombstones(self.table.id);
+        let pending = |f: &ParquetFile| -> Vec<&Tombstone> {
+            tombstones
+                .iter()
+                .filter(|t| t.is_pending_for(&f.file))
+                .collect()
+        };
+        let mut deleted_from: std::collections::BTreeMap<Vec<i64>, Vec<ParquetFile>> =
+            Default::default();
+        plain_files.retain(|f| {
+            let ids: Vec<i64> = pending(f).iter().map(|t| t.id.0).collect();
+            if ids.is_empty() {
+                return true;
+            }
+            deleted_from.entry(ids).or_default().push(f.clone());
+            false
+        });
+
         let mut arms: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !plain_files.is_empty() {
             arms.push(self.plain_parquet(state, plain_files, projection)?);
+        }
+        for (ids, files) in deleted_from {
+            let deletes: Vec<&NewTombstone> = tombstones
+                .iter()
+                .filter(|t| ids.contains(&t.id.0))
+                .map(|t| &t.delete)
+                .collect();
+            arms.push(self.parquet_without_deleted(state, files, projection, &deletes)?);
         }
         if !plain_buffer.is_empty() {
             arms.push(spread_buffer(
@@ -286,7 +319,17 @@ impl Table {
             )?);
         }
         for group in dedup_groups {
-            arms.push(self.deduplicated(state, group, projection, filters)?);
+            let mut deletes: Vec<&NewTombstone> = Vec::new();
+            for source in &group {
+                if let Source::File(f) = source {
+                    for t in pending(f) {
+                        if !deletes.contains(&&t.delete) {
+                            deletes.push(&t.delete);
+                        }
+                    }
+                }
+            }
+            arms.push(self.deduplicated(state, group, projection, filters, &deletes)?);
         }
         if arms.is_empty() {
             return Ok(MemorySourceConfig::try_new_exec(
@@ -386,14 +429,61 @@ impl Table {
         Ok(DataSourceExec::from_data_source(config))
     }
 
+    /// Files whose rows range deletes may match: scanned with the columns the deletes
+    /// compare (time and their tags) and filtered, then projected.
+    fn parquet_without_deleted(
+        &self,
+        state: &dyn Session,
+        files: Vec<ParquetFile>,
+        projection: Option<&Vec<usize>>,
+        deletes: &[&NewTombstone],
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let asked: Vec<usize> = projection
+            .cloned()
+            .unwrap_or_else(|| (0..self.schema.fields().len()).collect());
+        let mut read = asked.clone();
+        let compared = deletes
+            .iter()
+            .flat_map(|d| d.tags.iter().map(|(tag, _)| tag.as_ref()))
+            .chain([TIME_COLUMN]);
+        for name in compared {
+            if let Ok(i) = self.schema.index_of(name)
+                && !read.contains(&i)
+            {
+                read.push(i);
+            }
+        }
+        let scan = self.plain_parquet(state, files, Some(&read))?;
+        let scan_schema = scan.schema();
+        let Some(surviving) = dedup::surviving_rows(deletes, &scan_schema, None)? else {
+            return Ok(scan);
+        };
+        let filtered: Arc<dyn ExecutionPlan> = Arc::new(
+            datafusion::physical_plan::filter::FilterExec::try_new(surviving, scan)?,
+        );
+        if read.len() == asked.len() {
+            return Ok(filtered);
+        }
+        let exprs = (0..asked.len())
+            .map(|i| {
+                let name = scan_schema.field(i).name();
+                Ok((col(name, &scan_schema)?, name.clone()))
+            })
+            .collect::<Result<Vec<(Arc<dyn PhysicalExpr>, String)>>>()?;
+        Ok(Arc::new(ProjectionExec::try_new(exprs, filtered)?))
+    }
+
     /// Sources of one partition whose time ranges overlap: merged in key order, one row per
-    /// key, newest fields winning. Only tag and time filters go below the dedup.
+    /// key, newest fields winning. Only tag and time filters go below the dedup; range
+    /// `deletes` of files in the group drop their rows before it (a deleted row must not
+    /// lend its fields to a newer one).
     fn deduplicated(
         &self,
         state: &dyn Session,
         group: Vec<Source>,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
+        deletes: &[&NewTombstone],
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let key = self.key_columns();
         let n = self.schema.fields().len();
@@ -482,8 +572,13 @@ impl Table {
             .try_with_sort_information(vec![ordering.clone()])?;
             inputs.push(DataSourceExec::from_data_source(memory));
         }
-        let union = UnionExec::try_new(inputs)?;
+        let mut union = UnionExec::try_new(inputs)?;
         let read_schema = union.schema();
+        if let Some(surviving) = dedup::surviving_rows(deletes, &read_schema, Some(CHUNK_ORDER))? {
+            union = Arc::new(datafusion::physical_plan::filter::FilterExec::try_new(
+                surviving, union,
+            )?);
+        }
         let dedup_ordering =
             sort_ordering(key_names.iter().copied().chain([CHUNK_ORDER]), &read_schema)?;
         let dedup_keys = key_names

@@ -142,15 +142,17 @@ impl From<catalog::Error> for ApiError {
         let status = match &e {
             E::InvalidDatabaseName { .. } | E::TypeConflict { .. } => StatusCode::BAD_REQUEST,
             E::DatabaseExists { .. } => StatusCode::CONFLICT,
-            E::DatabaseNotFound { .. } => StatusCode::NOT_FOUND,
+            E::DatabaseNotFound { .. } | E::TableNotFound { .. } => StatusCode::NOT_FOUND,
             E::TooManyDatabases { .. } | E::TooManyTables { .. } | E::TooManyColumns { .. } => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             E::Open { .. }
             | E::Store(_)
             | E::UnknownColumnType(_)
+            | E::CorruptRow(_)
             | E::Task(_)
-            | E::FilesChanged { .. } => {
+            | E::FilesChanged { .. }
+            | E::DeletedMeanwhile => {
                 return Self::internal(StatusCode::INTERNAL_SERVER_ERROR, "catalog error", &e);
             }
         };

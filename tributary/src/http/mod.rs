@@ -5,6 +5,7 @@
 
 mod body;
 mod configure;
+mod delete;
 mod error;
 mod query;
 mod write;
@@ -76,6 +77,12 @@ pub(crate) fn router(state: AppState) -> Router {
                 .put(configure::update_database)
                 .delete(configure::delete_database),
         )
+        .route(
+            "/api/v3/configure/table",
+            axum::routing::delete(delete::delete_table),
+        )
+        .route("/api/v3/delete", axum::routing::post(delete::delete_v3))
+        .route("/api/v2/delete", axum::routing::post(delete::delete_v2))
         .route("/health", get(health))
         .route("/ping", get(ping).head(ping))
         .route("/metrics", get(metrics))
