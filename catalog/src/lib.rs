@@ -167,6 +167,15 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
         retention_period_ns: Option<i64>,
     ) -> Result<Arc<DatabaseSchema>>;
 
+    /// Sets how long a table keeps rows, in place of its database's period (`None`: as its
+    /// database).
+    async fn set_table_retention_period(
+        &self,
+        database: &str,
+        table: &str,
+        retention_period_ns: Option<i64>,
+    ) -> Result<Arc<TableSchema>>;
+
     /// Swaps files in one transaction: forgets `removed`, records `added`, and lists the
     /// removed files' objects as dropped now (see [`Catalog::deleted_objects`]). Fails with
     /// [`Error::FilesChanged`], changing nothing, when any of `removed` is no longer recorded,

@@ -191,6 +191,8 @@ pub struct TableSchema {
     /// Tags in the order rows are sorted by (before `time`), chosen when the table was created;
     /// tags added later sort after these, by name. Empty: all tags by name.
     pub sort_key: Arc<[Arc<str>]>,
+    /// The table's own retention period, in place of its database's; `None`: the database's.
+    pub retention_period_ns: Option<i64>,
 }
 
 impl TableSchema {
@@ -275,9 +277,12 @@ impl DatabaseSchema {
         self.tables.get(name)
     }
 
-    /// The oldest time still retained at `now_ns`, if the database has a retention period.
-    pub fn retention_cutoff_ns(&self, now_ns: i64) -> Option<i64> {
-        self.retention_period_ns
+    /// The oldest time of `table` still retained at `now_ns`, if the table or else the
+    /// database has a retention period (the table's own period wins).
+    pub fn retention_cutoff_ns(&self, table: &TableSchema, now_ns: i64) -> Option<i64> {
+        table
+            .retention_period_ns
+            .or(self.retention_period_ns)
             .map(|period| now_ns.saturating_sub(period))
     }
 }
@@ -376,6 +381,8 @@ pub struct SchemaChanges {
     pub tables: BTreeMap<String, BTreeMap<String, ColumnType>>,
     /// For tables this creates: the tag order rows are sorted by ([`TableSchema::sort_key`]).
     pub sort_keys: BTreeMap<String, Vec<String>>,
+    /// For tables this creates: their own retention period ([`TableSchema::retention_period_ns`]).
+    pub retention_periods: BTreeMap<String, i64>,
 }
 
 impl SchemaChanges {
@@ -384,6 +391,7 @@ impl SchemaChanges {
             database: database.into(),
             tables: BTreeMap::new(),
             sort_keys: BTreeMap::new(),
+            retention_periods: BTreeMap::new(),
         }
     }
 

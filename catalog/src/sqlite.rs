@@ -31,6 +31,8 @@ CREATE TABLE IF NOT EXISTS tables (
     name TEXT NOT NULL,
     -- JSON array of tag names: the order rows are sorted by (see TableSchema::sort_key).
     sort_key TEXT,
+    -- The table's own retention period in nanoseconds; NULL: its database's.
+    retention_ns INTEGER,
     UNIQUE (database_id, name)
 );
 CREATE TABLE IF NOT EXISTS columns (
@@ -390,6 +392,41 @@ impl Catalog for SqliteCatalog {
         .await
     }
 
+    async fn set_table_retention_period(
+        &self,
+        database: &str,
+        table: &str,
+        retention_period_ns: Option<i64>,
+    ) -> Result<Arc<TableSchema>> {
+        let (database, table) = (database.to_owned(), table.to_owned());
+        self.blocking(move |inner| {
+            let conn = inner.conn.lock();
+            let current = Arc::clone(&inner.snapshot.read());
+            let Some(db) = current.database(&database) else {
+                return Err(Error::DatabaseNotFound { name: database });
+            };
+            let Some(schema) = db.table(&table) else {
+                return Err(Error::TableNotFound { database, table });
+            };
+            conn.execute(
+                "UPDATE tables SET retention_ns = ?2 WHERE id = ?1",
+                params![schema.id.0, retention_period_ns],
+            )?;
+            let schema = Arc::new(TableSchema {
+                retention_period_ns,
+                ..(**schema).clone()
+            });
+            let mut db = (**db).clone();
+            db.tables
+                .insert(Arc::clone(&schema.name), Arc::clone(&schema));
+            let mut next = (*current).clone();
+            next.databases.insert(Arc::clone(&db.name), Arc::new(db));
+            *inner.snapshot.write() = Arc::new(next);
+            Ok(schema)
+        })
+        .await
+    }
+
     async fn replace_parquet_files(
         &self,
         removed: Vec<ParquetFileId>,
@@ -718,7 +755,8 @@ impl Inner {
             });
         {
             let mut insert_table = tx.prepare_cached(
-                "INSERT INTO tables (database_id, name, sort_key) VALUES (?1, ?2, ?3)",
+                "INSERT INTO tables (database_id, name, sort_key, retention_ns) \
+                 VALUES (?1, ?2, ?3, ?4)",
             )?;
             let mut insert_column = tx.prepare_cached(
                 "INSERT INTO columns (table_id, name, column_type) VALUES (?1, ?2, ?3)",
@@ -728,13 +766,20 @@ impl Inner {
                     changes.sort_keys.get(table).cloned().unwrap_or_default();
                 let sort_key_json =
                     serde_json::to_string(&sort_key).expect("a list of strings serialises");
-                insert_table.execute(params![db_id.0, table, sort_key_json])?;
+                let retention_period_ns = changes.retention_periods.get(table).copied();
+                insert_table.execute(params![
+                    db_id.0,
+                    table,
+                    sort_key_json,
+                    retention_period_ns
+                ])?;
                 let table_id = TableId(tx.last_insert_rowid());
                 let mut schema = TableSchema {
                     id: table_id,
                     name: table.into(),
                     columns: BTreeMap::new(),
                     sort_key: sort_key.into_iter().map(Arc::from).collect(),
+                    retention_period_ns,
                 };
                 for (column, column_type) in columns {
                     insert_column.execute(params![table_id.0, column, column_type.as_str()])?;
@@ -768,6 +813,12 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     if !has_retention {
         // Databases created before retention existed keep everything.
         conn.execute("ALTER TABLE databases ADD COLUMN retention_ns INTEGER", [])?;
+    }
+    let has_table_retention: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('tables') WHERE name = 'retention_ns'")?
+        .exists([])?;
+    if !has_table_retention {
+        conn.execute("ALTER TABLE tables ADD COLUMN retention_ns INTEGER", [])?;
     }
     let has_tombstones_applied: bool = conn
         .prepare(
@@ -827,17 +878,19 @@ fn load_snapshot(conn: &Connection) -> Result<CatalogSnapshot> {
         );
     }
     let mut tables: BTreeMap<i64, (i64, TableSchema)> = BTreeMap::new();
-    let mut stmt = conn.prepare("SELECT id, database_id, name, sort_key FROM tables")?;
+    let mut stmt =
+        conn.prepare("SELECT id, database_id, name, sort_key, retention_ns FROM tables")?;
     let rows = stmt.query_map([], |r| {
         Ok((
             r.get::<_, i64>(0)?,
             r.get::<_, i64>(1)?,
             r.get::<_, String>(2)?,
             r.get::<_, Option<String>>(3)?,
+            r.get::<_, Option<i64>>(4)?,
         ))
     })?;
     for row in rows {
-        let (id, db_id, name, sort_key) = row?;
+        let (id, db_id, name, sort_key, retention_period_ns) = row?;
         let sort_key: Vec<String> = sort_key
             .and_then(|k| serde_json::from_str(&k).ok())
             .unwrap_or_default();
@@ -851,6 +904,7 @@ fn load_snapshot(conn: &Connection) -> Result<CatalogSnapshot> {
                         name: name.into(),
                         columns: BTreeMap::new(),
                         sort_key: sort_key.into_iter().map(Arc::from).collect(),
+                        retention_period_ns,
                     },
                 ),
             );
@@ -1417,5 +1471,41 @@ mod tests {
         assert_eq!(snapshot.newest_tombstone(table), tombstone.id.0);
         assert_eq!(snapshot.table_files(table)[0].file, merged);
         assert_eq!(snapshot.highest_sequence(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_table_keeps_its_own_retention_period_over_its_databases() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.sqlite");
+        let cat = SqliteCatalog::open(&path, CatalogLimits::default()).unwrap();
+        cat.create_database("db", Some(1_000)).await.unwrap();
+        let mut create = changes("db", "cpu", &[("host", ColumnType::Tag)]);
+        create.retention_periods.insert("cpu".into(), 10);
+        cat.apply(create).await.unwrap();
+        cat.apply(changes("db", "mem", &[("host", ColumnType::Tag)]))
+            .await
+            .unwrap();
+        let cutoff = |cat: &SqliteCatalog, table: &str| {
+            let snapshot = cat.snapshot();
+            let db = snapshot.database("db").unwrap();
+            db.retention_cutoff_ns(db.table(table).unwrap(), 5_000)
+        };
+        assert_eq!(cutoff(&cat, "cpu"), Some(4_990));
+        assert_eq!(cutoff(&cat, "mem"), Some(4_000), "the database's period");
+        cat.set_table_retention_period("db", "mem", Some(100))
+            .await
+            .unwrap();
+        cat.set_table_retention_period("db", "cpu", None)
+            .await
+            .unwrap();
+        drop(cat);
+        let cat = SqliteCatalog::open(&path, CatalogLimits::default()).unwrap();
+        assert_eq!(cutoff(&cat, "cpu"), Some(4_000));
+        assert_eq!(cutoff(&cat, "mem"), Some(4_900));
+        let err = cat
+            .set_table_retention_period("db", "nope", None)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::TableNotFound { .. }), "{err}");
     }
 }

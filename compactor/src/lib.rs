@@ -399,18 +399,18 @@ impl Compactor {
         plans
     }
 
-    /// Drops the partitions (table, UTC day) that lie wholly before their database's retention
-    /// period; their objects are deleted after the grace period. Returns how many files were
+    /// Drops the partitions (table, UTC day) that lie wholly before their table's (or else
+    /// database's) retention period; their objects are deleted after the grace period. Returns how many files were
     /// dropped. Queries already leave such rows out, so this only frees storage.
     pub async fn enforce_retention(&self) -> Result<usize, CompactionError> {
         let now_ns = now_ns();
         let snapshot = self.inner.catalog.snapshot();
         let mut expired = Vec::new();
         for database in snapshot.databases.values() {
-            let Some(cutoff) = database.retention_cutoff_ns(now_ns) else {
-                continue;
-            };
             for table in database.tables.values() {
+                let Some(cutoff) = database.retention_cutoff_ns(table, now_ns) else {
+                    continue;
+                };
                 expired.extend(
                     snapshot
                         .table_files(table.id)

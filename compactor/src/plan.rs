@@ -127,6 +127,7 @@ mod tests {
             name: "cpu".into(),
             columns: BTreeMap::new(),
             sort_key: Arc::from(Vec::new()),
+            retention_period_ns: None,
         };
         let database = DatabaseSchema {
             id: DatabaseId(1),

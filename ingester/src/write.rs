@@ -608,6 +608,7 @@ mod tests {
             name: Arc::from("cpu"),
             columns,
             sort_key: Arc::from(Vec::new()),
+            retention_period_ns: None,
         };
         let mut tables = BTreeMap::new();
         tables.insert(Arc::from("cpu"), Arc::new(cpu));

@@ -68,6 +68,9 @@ impl TableFunctionImpl for LastCacheFunction {
             schema: table.arrow_schema(),
             table: Arc::clone(table),
             sources: self.sources.clone(),
+            retention_cutoff_ns: self
+                .database
+                .retention_cutoff_ns(table, crate::table::now_ns()),
         }))
     }
 }
@@ -78,6 +81,8 @@ struct LastValues {
     table: Arc<TableSchema>,
     schema: SchemaRef,
     sources: TableSources,
+    /// Series whose latest row is older than this are past the retention period: left out.
+    retention_cutoff_ns: Option<i64>,
 }
 
 impl fmt::Debug for LastValues {
@@ -175,7 +180,17 @@ impl LastValues {
             .map(|n| ordered.index_of(n))
             .collect::<Result<Vec<_>, _>>()?;
         let merged = dedup_sorted_batch(&sorted, key_indices)?;
-        let latest = take_run_ends(&merged, &tags)?;
+        let mut latest = take_run_ends(&merged, &tags)?;
+        if let Some(cutoff) = self.retention_cutoff_ns {
+            let time = latest
+                .column_by_name(TIME_COLUMN)
+                .expect("column of the schema")
+                .as_primitive::<arrow::datatypes::TimestampNanosecondType>()
+                .reinterpret_cast::<arrow::datatypes::Int64Type>();
+            let retained =
+                arrow::compute::kernels::cmp::gt_eq(&time, &Int64Array::new_scalar(cutoff))?;
+            latest = arrow::compute::filter_record_batch(&latest, &retained)?;
+        }
         let columns = (0..self.schema.fields().len())
             .map(|i| Arc::clone(latest.column(i)))
             .collect();

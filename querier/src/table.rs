@@ -86,7 +86,7 @@ impl SchemaProvider for DatabaseSchemaProvider {
                 schema: table.arrow_schema(),
                 table: Arc::clone(table),
                 sources: self.sources.clone(),
-                retention_cutoff_ns: self.database.retention_cutoff_ns(now_ns()),
+                retention_cutoff_ns: self.database.retention_cutoff_ns(table, now_ns()),
             }) as Arc<dyn TableProvider>
         }))
     }
@@ -737,7 +737,7 @@ fn timestamp_ns(v: &ScalarValue) -> Option<i64> {
 }
 
 /// Nanoseconds since the Unix epoch, by the clock.
-fn now_ns() -> i64 {
+pub(crate) fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64)

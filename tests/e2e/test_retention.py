@@ -116,3 +116,57 @@ def test_bad_retention_periods_are_rejected_with_the_field_named(start_server, d
         assert "retention_period" in resp.json()["error"]
     resp = configure(server, "PUT", {"db": "no-such-db", "retention_period": "1d"})
     assert resp.status_code == 404, resp.text
+
+
+def configure_table(server, method: str, body: dict) -> requests.Response:
+    return requests.request(
+        method, f"{server.url}/api/v3/configure/table", json=body, timeout=HTTP_TIMEOUT_S
+    )
+
+
+def test_a_table_created_with_its_own_retention_period_keeps_rows_that_long(start_server, db):
+    server = start_server()
+    expect_status(configure(server, "POST", {"db": db}), 200)
+    body = {
+        "db": db,
+        "table": "cpu",
+        "tags": ["host"],
+        "fields": [{"name": "usage", "type": "float64"}],
+        "retention_period": "30d",
+    }
+    expect_status(configure_table(server, "POST", body), 200)
+    # The declared types hold: an integer for `usage` is rejected.
+    resp = write_lp(server, db, f"cpu,host=x usage=1i {now_ns()}", precision="nanosecond")
+    assert resp.status_code == 400, resp.text
+    write_old_and_new(server, db)
+    assert hosts(server, db) == ["new"]
+    # Another table of the database keeps everything (the database has no period).
+    expect_status(
+        write_lp(server, db, f"mem,host=old used=1 {OLD_NS}", precision="nanosecond"), 204
+    )
+    assert query(server, db, "SELECT host FROM mem") == [{"host": "old"}]
+
+    # The table's own period wins over the database's, and can be removed again.
+    expect_status(configure(server, "PUT", {"db": db, "retention_period": "1h"}), 200)
+    assert query(server, db, "SELECT host FROM mem") == []
+    expect_status(configure_table(server, "PUT", {"db": db, "table": "cpu", "retention_period": "36500d"}), 200)
+    assert hosts(server, db) == ["new", "old"]
+    expect_status(configure_table(server, "PUT", {"db": db, "table": "cpu", "retention_period": None}), 200)
+    assert hosts(server, db) == ["new"]  # the database's hour again
+    assert [r["host"] for r in query(server, db, "SELECT host FROM last_cache('cpu') ORDER BY host")] == ["new"]
+
+
+def test_creating_a_table_checks_its_definition(start_server, db):
+    server = start_server()
+    expect_status(configure(server, "POST", {"db": db}), 200)
+    ok = {"db": db, "table": "cpu", "tags": ["host"], "fields": [{"name": "u", "type": "float64"}]}
+    expect_status(configure_table(server, "POST", ok), 200)
+    assert configure_table(server, "POST", ok).status_code == 409
+    bad_type = dict(ok, table="t2", fields=[{"name": "u", "type": "decimal"}])
+    resp = configure_table(server, "POST", bad_type)
+    assert resp.status_code == 400 and "decimal" in resp.json()["error"], resp.text
+    twice = dict(ok, table="t3", tags=["u"])
+    assert configure_table(server, "POST", twice).status_code == 400
+    assert configure_table(server, "POST", dict(ok, db="no-such-db")).status_code == 404
+    resp = configure_table(server, "PUT", {"db": db, "table": "nope", "retention_period": "1d"})
+    assert resp.status_code == 404 and "nope" in resp.json()["error"], resp.text

@@ -79,7 +79,9 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .route(
             "/api/v3/configure/table",
-            axum::routing::delete(delete::delete_table),
+            axum::routing::delete(delete::delete_table)
+                .post(configure::create_table)
+                .put(configure::update_table),
         )
         .route("/api/v3/delete", axum::routing::post(delete::delete_v3))
         .route("/api/v2/delete", axum::routing::post(delete::delete_v2))
