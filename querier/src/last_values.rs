@@ -6,6 +6,9 @@
 //! runs end, then every column of just those rows (a row selection), so the fields of all
 //! other rows are never decoded. The candidates of all sources are merged as a query would:
 //! newer sources win field by field for the same key, then the latest time per series wins.
+//!
+//! A file's candidates are kept ([`LastRowsCache`]): files are immutable, so a repeated query
+//! decodes only the buffer.
 
 use std::fmt;
 use std::sync::Arc;
@@ -31,6 +34,52 @@ use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection
 
 use crate::table::{TableSources, read_buffer};
 use dedup::{CHUNK_ORDER, dedup_sorted_batch, key_changes};
+
+/// Rows cached at most, over all files: beyond it, entries of files no longer recorded go
+/// first, then everything.
+const LAST_ROWS_CACHED: usize = 1_000_000;
+
+/// The last row of every series of each Parquet file read so far. Files never change once
+/// written, so an entry stays right until the file is compacted away (and forgotten) or a
+/// range delete applies to it (a different key).
+#[derive(Debug, Default)]
+pub(crate) struct LastRowsCache {
+    entries: parking_lot::Mutex<LastRowsEntries>,
+}
+
+#[derive(Debug, Default)]
+struct LastRowsEntries {
+    /// (object path, ids of the range deletes applied) -> last rows of each series.
+    rows: std::collections::HashMap<(String, Vec<i64>), RecordBatch>,
+    total_rows: usize,
+}
+
+impl LastRowsCache {
+    fn get(&self, key: &(String, Vec<i64>)) -> Option<RecordBatch> {
+        self.entries.lock().rows.get(key).cloned()
+    }
+
+    fn insert(
+        &self,
+        key: (String, Vec<i64>),
+        rows: RecordBatch,
+        is_recorded: impl Fn(&str) -> bool,
+    ) {
+        let mut entries = self.entries.lock();
+        if entries.total_rows + rows.num_rows() > LAST_ROWS_CACHED {
+            entries.rows.retain(|(path, _), _| is_recorded(path));
+            entries.total_rows = entries.rows.values().map(RecordBatch::num_rows).sum();
+            if entries.total_rows + rows.num_rows() > LAST_ROWS_CACHED {
+                entries.rows.clear();
+                entries.total_rows = 0;
+            }
+        }
+        entries.total_rows += rows.num_rows();
+        if let Some(old) = entries.rows.insert(key, rows) {
+            entries.total_rows -= old.num_rows();
+        }
+    }
+}
 
 /// The `last_cache` table function of a session's database.
 #[derive(Debug)]
@@ -148,14 +197,30 @@ impl LastValues {
             candidates.push(with_order(&rows, &ordered, p.max_sequence)?);
         }
         let tombstones = snapshot.table_tombstones(self.table.id);
-        for f in snapshot.table_files(self.table.id) {
-            let deletes: Vec<&catalog::NewTombstone> = tombstones
+        let files = snapshot.table_files(self.table.id);
+        for f in files {
+            let pending: Vec<&catalog::Tombstone> = tombstones
                 .iter()
                 .filter(|t| t.is_pending_for(&f.file))
-                .map(|t| &t.delete)
                 .collect();
-            let surviving = dedup::surviving_rows(&deletes, &self.schema, None)?;
-            let rows = self.file_last_rows(&store, f, &tags, surviving).await?;
+            let key = (
+                f.file.path.clone(),
+                pending.iter().map(|t| t.id.0).collect::<Vec<_>>(),
+            );
+            let rows = match self.sources.last_rows.get(&key) {
+                // Conformed again: the table may have gained columns since.
+                Some(rows) => conform(&rows, &self.schema)?,
+                None => {
+                    let deletes: Vec<&catalog::NewTombstone> =
+                        pending.iter().map(|t| &t.delete).collect();
+                    let surviving = dedup::surviving_rows(&deletes, &self.schema, None)?;
+                    let rows = self.file_last_rows(&store, f, &tags, surviving).await?;
+                    self.sources.last_rows.insert(key, rows.clone(), |path| {
+                        files.iter().any(|f| f.file.path == path)
+                    });
+                    rows
+                }
+            };
             candidates.push(with_order(&rows, &ordered, f.file.max_sequence)?);
         }
         let all = concat_batches(&ordered, &candidates)?;

@@ -15,6 +15,7 @@
 
 pub mod flight;
 mod last_values;
+mod page_index;
 mod placeholders;
 mod system;
 mod table;
@@ -248,6 +249,7 @@ pub struct Querier {
     runtime: Arc<RuntimeEnv>,
     config: QuerierConfig,
     queries: Arc<system::QueryLog>,
+    last_rows: Arc<last_values::LastRowsCache>,
 }
 
 impl Querier {
@@ -275,6 +277,7 @@ impl Querier {
             runtime,
             config,
             queries: Arc::default(),
+            last_rows: Arc::default(),
         })
     }
 
@@ -307,6 +310,7 @@ impl Querier {
             buffer: Arc::clone(&self.buffer),
             catalog: Arc::clone(&self.catalog),
             store_url: self.store_url.clone(),
+            last_rows: Arc::clone(&self.last_rows),
         };
         ctx.register_udtf(
             "last_cache",

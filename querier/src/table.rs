@@ -58,6 +58,8 @@ pub(crate) struct TableSources {
     pub(crate) catalog: Arc<dyn Catalog>,
     /// The object store's URL in the session's runtime.
     pub(crate) store_url: ObjectStoreUrl,
+    /// Files' last rows per series, shared by all sessions (`last_cache`).
+    pub(crate) last_rows: Arc<crate::last_values::LastRowsCache>,
 }
 
 /// The tables of one database, as of the catalog snapshot the session was made from.
@@ -381,9 +383,11 @@ impl Table {
         };
         let mut source = ParquetSource::new(scan_schema)
             .with_table_parquet_options(options)
-            .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(
-                store,
-                runtime.cache_manager.get_file_metadata_cache(),
+            .with_parquet_file_reader_factory(Arc::new(crate::page_index::PageIndexReaderFactory(
+                CachedParquetFileReaderFactory::new(
+                    store,
+                    runtime.cache_manager.get_file_metadata_cache(),
+                ),
             )));
         if let Some(predicate) = predicate {
             let df_schema = DFSchema::try_from(Arc::clone(&self.schema))?;

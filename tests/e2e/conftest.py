@@ -478,3 +478,14 @@ def ts_ns(value: Any) -> int:
 def gzip_members(*parts: bytes) -> bytes:
     """One gzip member per part, concatenated (a multi-member stream, as `cat a.gz b.gz`)."""
     return b"".join(gzip.compress(p) for p in parts)
+
+
+def files_under(root: Path, suffix: str = "") -> list[Path]:
+    """Files under `root` ending in `suffix`, sorted. `os.walk` skips a directory that garbage
+    collection removes during the walk, where `Path.rglob` raises `FileNotFoundError`."""
+    return sorted(
+        Path(dirpath) / name
+        for dirpath, _, names in os.walk(root)
+        for name in names
+        if name.endswith(suffix)
+    )

@@ -52,7 +52,7 @@ from typing import Any, Iterable
 import pytest
 import requests
 
-from conftest import Server, expect_status, poll_until, query
+from conftest import Server, expect_status, files_under, poll_until, query
 from persistence_contract import (
     MINUTE,
     S,
@@ -145,7 +145,7 @@ def objects_on_disk(server: Server) -> set[str]:
     root = objects_dir(server)
     if not root.is_dir():
         return set()
-    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+    return {p.relative_to(root).as_posix() for p in files_under(root)}
 
 
 def metrics(server: Server) -> dict[str, float]:

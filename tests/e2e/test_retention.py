@@ -16,6 +16,7 @@ from pathlib import Path
 import requests
 
 from conftest import (
+    files_under,
     HTTP_TIMEOUT_S,
     count_rows,
     expect_status,
@@ -52,7 +53,7 @@ def hosts(server, db: str) -> list[str]:
 
 
 def parquet_objects(server) -> list[Path]:
-    return sorted((server.data_dir / "objects").rglob("*.parquet"))
+    return files_under(server.data_dir / "objects", ".parquet")
 
 
 def test_a_database_created_with_a_retention_period_never_returns_older_rows(start_server, db):

@@ -71,7 +71,7 @@ pub(crate) async fn delete_v3(
                 ));
             }
         };
-        delete_rows(&state, &db, request).await
+        delete_rows(&state, &db, request, TableScope::Named).await
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
@@ -95,7 +95,7 @@ pub(crate) async fn delete_v2(
             .ok_or_else(|| ApiError::bad_request("missing query parameter `bucket`"))?
             .to_owned();
         let request = parse_request(&state, &headers, body).await?;
-        delete_rows(&state, &db, request).await
+        delete_rows(&state, &db, request, TableScope::AllWithoutMeasurement).await
     }
     .await;
     result.unwrap_or_else(|e| e.dialect(Dialect::V2).into_response())
@@ -116,10 +116,21 @@ async fn parse_request(
     })
 }
 
+/// Which tables a delete without a table name applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TableScope {
+    /// None: the table must be named (`table` or `_measurement`); a typo must not wipe a
+    /// database.
+    Named,
+    /// Every table with the predicate's tags, as InfluxDB 2 does.
+    AllWithoutMeasurement,
+}
+
 async fn delete_rows(
     state: &AppState,
     db: &str,
     request: DeleteRequest,
+    scope: TableScope,
 ) -> Result<Response, ApiError> {
     let min_time_ns = parse_time(request.start.as_ref(), "start")?.unwrap_or(i64::MIN);
     let max_time_ns = parse_time(request.stop.as_ref(), "stop")?.unwrap_or(i64::MAX);
@@ -138,6 +149,11 @@ async fn delete_rows(
             )));
         }
         (Some(t), _) | (None, Some(t)) => Some(t),
+        (None, None) if scope == TableScope::Named => {
+            return Err(ApiError::bad_request(
+                "the body must name the table: \"table\" (or `_measurement = 'name'` in the predicate)",
+            ));
+        }
         (None, None) => None,
     };
     let snapshot = state.inner.catalog.snapshot();
@@ -218,11 +234,15 @@ fn parse_time(value: Option<&serde_json::Value>, name: &str) -> Result<Option<i6
                 return Ok(Some(ns));
             }
             let time = chrono::DateTime::parse_from_rfc3339(s.trim()).map_err(|_| invalid())?;
-            time.timestamp_nanos_opt().map(Some).ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "`{name}` is outside the years 1677 to 2262 that nanosecond timestamps cover"
-                ))
-            })
+            // Bounds beyond the years 1677..2262 that nanoseconds cover (InfluxDB 2 users send
+            // `0001-01-01T00:00:00Z`) mean "from the beginning" or "to the end".
+            Ok(Some(time.timestamp_nanos_opt().unwrap_or(
+                if time.timestamp() < 0 {
+                    i64::MIN
+                } else {
+                    i64::MAX
+                },
+            )))
         }
         Some(_) => Err(invalid()),
     }
