@@ -15,7 +15,9 @@ Run through scripts/bench-compaction.sh, which finds the binary and prepares .ve
 3. Compaction: the second server restarts with `--compaction-interval 1s`; once
    `system.compaction_events` shows the partition merged, throughput comes from the events
    (rows in / duration, bytes in / duration: the compactor's own time on its one thread) and
-   the server's peak RSS (VmHWM) is read before and after. The queries run a third time.
+   the server's peak RSS (VmHWM) is read before and after. The queries run a third time in
+   that process, and a fourth after a restart: the single-file reference ran on a fresh
+   server, so the restarted run is the like-for-like comparison of layouts.
 4. Optionally (`--long-ingest SECONDS`) a third server with the default compaction settings
    takes a continuous stream of small writes of current timestamps with `--persist-interval
    1s`; the level-0 file count is sampled every few seconds and must stay bounded.
@@ -174,6 +176,11 @@ def main() -> int:
     ap.add_argument("--slices", type=int, default=SLICES, help="persists the data set is cut into (default 100)")
     ap.add_argument("--long-ingest", type=float, default=0, help="seconds of continuous ingest with compaction on (default 0: skip)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument(
+        "--copy-uncompacted",
+        metavar="DIR",
+        help="copy the data directory with the 100 level-0 files to DIR before compacting (to profile a compaction)",
+    )
     ap.add_argument("--json-out", help="write the results as JSON to this file")
     args = ap.parse_args()
 
@@ -215,6 +222,8 @@ def main() -> int:
         bq.log(f"==> {results['files_before']} files per level: queries")
         before = run_queries(server.client, queries, args.runs)
         server.stop()
+        if args.copy_uncompacted:
+            shutil.copytree(many_dir, args.copy_uncompacted)
 
         # 3. Compaction.
         server = bq.Server(
@@ -246,6 +255,11 @@ def main() -> int:
         }
         results["files_after"] = level_counts(server.client)
         bq.log(f"==> compacted to {results['files_after']} files per level: queries")
+        after_in_process = run_queries(server.client, queries, args.runs)
+        server.stop()
+        # The single-file reference was measured on a fresh server: so is the compacted layout.
+        server = bq.Server(args.binary, many_dir, os.path.join(work, "many.log"), COMPACTION_OFF)
+        bq.log("==> compacted, restarted: queries")
         after = run_queries(server.client, queries, args.runs)
         server.stop()
         server = None
@@ -253,7 +267,7 @@ def main() -> int:
         results["queries"] = {}
         for q in queries:
             s, b, a = single[q.name], before[q.name], after[q.name]
-            entry = {"single_file": s, "before": b, "after": a}
+            entry = {"single_file": s, "before": b, "after": a, "after_in_process": after_in_process[q.name]}
             if "median_ms" in s and "median_ms" in a:
                 entry["after_over_single"] = a["median_ms"] / s["median_ms"]
                 same = bq.compare(s["result"], a["result"])
@@ -299,13 +313,17 @@ def print_report(r: dict) -> None:
           f"{'met' if rate >= 1e6 else 'missed'}); server RSS {c['rss_at_start_mib']:.0f} MiB at start, "
           f"peak {c['peak_rss_mib']:.0f} MiB")
     print()
-    print(f"{'query':<22} {'single file':>12} {'100 files':>10} {'compacted':>10} {'ratio':>6}  within 10%  same rows")
+    print("Median ms over HTTP format=parquet. `compacted` is a fresh server on the compacted data (as the")
+    print("single-file reference is); `same process` is the server that just compacted, before a restart.")
+    print(f"{'query':<22} {'single file':>12} {'100 files':>10} {'compacted':>10} {'ratio':>6}  within 10%  "
+          f"{'same process':>12}  same rows")
     for name, e in r["queries"].items():
-        s, b, a = e["single_file"], e["before"], e["after"]
+        s, b, a, p = e["single_file"], e["before"], e["after"], e["after_in_process"]
         fmt = lambda m: f"{m['median_ms']:.1f}" if "median_ms" in m else "error"  # noqa: E731
         ratio = e.get("after_over_single")
         ok = "yes" if ratio is not None and ratio <= 1.10 else "no"
-        print(f"{name:<22} {fmt(s):>12} {fmt(b):>10} {fmt(a):>10} {ratio or 0:>6.2f}  {ok:>10}  {e.get('same_rows')}")
+        print(f"{name:<22} {fmt(s):>12} {fmt(b):>10} {fmt(a):>10} {ratio or 0:>6.2f}  {ok:>10}  {fmt(p):>12}  "
+              f"{e.get('same_rows')}")
     if "long_ingest" in r:
         li = r["long_ingest"]
         print()

@@ -4,7 +4,8 @@
 //! ```text
 //! per output time slice:
 //!   Parquet scan (one sorted stream per file, + __chunk_order = the file's highest sequence)
-//!     -> FilterExec (time in the slice, rows not range-deleted)   order kept
+//!     -> FilterExec (time in the slice, rows not range-deleted), only for files that
+//!        reach outside the slice or have range-deleted rows      order kept
 //!     -> SortPreservingMergeExec (tags, time, __chunk_order)
 //!     -> DeduplicateExec (last non-null field per key wins)
 //!     -> drop __chunk_order -> Parquet writer -> object store
@@ -29,9 +30,11 @@ use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::{BinaryExpr, col, lit};
+use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use dedup::{CHUNK_ORDER, DeduplicateExec, partitioned_file, sort_ordering, surviving_rows};
 use futures::StreamExt;
@@ -187,34 +190,69 @@ fn merge_plan(
         Arc::new(BinaryExpr::new(time, Operator::LtEq, timestamp(hi))),
     ));
 
-    let scan_schema = ScanSchema::builder(Arc::clone(&schema))
-        .with_table_partition_cols(vec![order_field])
-        .build();
-    // The predicate prunes row groups and pages by statistics; the filter below makes it exact.
-    let source = ParquetSource::new(scan_schema).with_predicate(Arc::clone(&in_slice));
-    // One group per file: each is sorted, and a group keeps its order only if it is one file.
-    let groups = plan
-        .inputs
-        .iter()
-        .map(|f| {
-            let file = partitioned_file(&f.file.path, f.file.size_bytes)?
-                .with_partition_values(vec![ScalarValue::Int64(Some(f.file.max_sequence as i64))]);
-            Ok(FileGroup::new(vec![file]))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let config = FileScanConfigBuilder::new(store_url.clone(), Arc::new(source))
-        .with_file_groups(groups)
-        .with_output_ordering(vec![ordering.clone()])
-        .build();
-    let scan = DataSourceExec::from_data_source(config);
     // Range deletes drop their rows of files written before them, before the dedup: a deleted
     // row must not lend its fields to a newer row of the same key.
     let deletes: Vec<&catalog::NewTombstone> = plan.deletes.iter().map(|t| &t.delete).collect();
-    let keep = match surviving_rows(&deletes, &full_schema, Some(CHUNK_ORDER))? {
-        Some(surviving) => Arc::new(BinaryExpr::new(in_slice, Operator::And, surviving)),
-        None => in_slice,
+    let surviving = surviving_rows(&deletes, &full_schema, Some(CHUNK_ORDER))?;
+
+    // Files are scanned in up to four groups, by whether they reach outside the slice and
+    // whether a range delete applies to them: a filter copies every row it passes, so only
+    // files that need one get it (profiled: 15 % of a compaction's CPU when all had it).
+    let mut by_filter: std::collections::BTreeMap<(bool, bool), Vec<FileGroup>> =
+        Default::default();
+    for f in &plan.inputs {
+        let (min, max) = (f.file.min_time_ns, f.file.max_time_ns);
+        if max < lo || min > hi {
+            continue;
+        }
+        let straddles = min < lo || max > hi;
+        let deleted = plan.deletes.iter().any(|t| t.is_pending_for(&f.file));
+        let file = partitioned_file(&f.file.path, f.file.size_bytes)?
+            .with_partition_values(vec![ScalarValue::Int64(Some(f.file.max_sequence as i64))]);
+        // One group per file: each is sorted, and a group keeps its order only if it is one
+        // file.
+        by_filter
+            .entry((straddles, deleted && surviving.is_some()))
+            .or_default()
+            .push(FileGroup::new(vec![file]));
+    }
+    if by_filter.is_empty() {
+        return Ok(Arc::new(EmptyExec::new(schema)));
+    }
+    let mut scans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+    for ((straddles, deleted), groups) in by_filter {
+        let scan_schema = ScanSchema::builder(Arc::clone(&schema))
+            .with_table_partition_cols(vec![Arc::clone(&order_field)])
+            .build();
+        let mut source = ParquetSource::new(scan_schema);
+        if straddles {
+            // Prunes row groups and pages by statistics; the filter below makes it exact.
+            source = source.with_predicate(Arc::clone(&in_slice));
+        }
+        let config = FileScanConfigBuilder::new(store_url.clone(), Arc::new(source))
+            .with_file_groups(groups)
+            .with_output_ordering(vec![ordering.clone()])
+            .build();
+        let scan: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(config);
+        let keep = match (straddles, deleted) {
+            (false, false) => None,
+            (true, false) => Some(Arc::clone(&in_slice)),
+            (false, true) => surviving.clone(),
+            (true, true) => surviving.clone().map(|s| {
+                Arc::new(BinaryExpr::new(Arc::clone(&in_slice), Operator::And, s))
+                    as Arc<dyn PhysicalExpr>
+            }),
+        };
+        scans.push(match keep {
+            Some(keep) => Arc::new(FilterExec::try_new(keep, scan)?),
+            None => scan,
+        });
+    }
+    let filtered = if scans.len() == 1 {
+        scans.pop().expect("one scan")
+    } else {
+        UnionExec::try_new(scans)?
     };
-    let filtered = Arc::new(FilterExec::try_new(keep, scan)?);
     let merged = Arc::new(SortPreservingMergeExec::new(ordering.clone(), filtered));
     let key_columns = key
         .iter()

@@ -18,7 +18,7 @@ pub use deletes::surviving_rows;
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
 use arrow::compute::kernels::boolean::or;
 use arrow::compute::kernels::cmp::distinct;
 use arrow::compute::{concat_batches, take};
@@ -211,7 +211,10 @@ pub fn key_changes(keys: &[&ArrayRef], rows: usize) -> Result<Vec<usize>> {
     }
     let mut changed: Option<BooleanArray> = None;
     for key in keys {
-        let differs = distinct(&key.slice(0, rows - 1), &key.slice(1, rows - 1))?;
+        let differs = match tag_changes(key, rows) {
+            Some(changes) => changes,
+            None => distinct(&key.slice(0, rows - 1), &key.slice(1, rows - 1))?,
+        };
         changed = Some(match changed {
             Some(c) => or(&c, &differs)?,
             None => differs,
@@ -220,6 +223,29 @@ pub fn key_changes(keys: &[&ArrayRef], rows: usize) -> Result<Vec<usize>> {
     Ok(changed.map_or_else(Vec::new, |c| {
         c.values().set_indices().map(|i| i + 1).collect()
     }))
+}
+
+/// For a dictionary of strings (a tag), whether each row's value differs from the next
+/// row's (nulls alike). Equal indices mean equal values, so strings are compared only where
+/// the index changes: rarely, in sorted rows. The values are compared then, not the indices,
+/// since a dictionary may list a value twice (concatenated or interleaved batches).
+fn tag_changes(key: &ArrayRef, rows: usize) -> Option<BooleanArray> {
+    let dict = key.as_dictionary_opt::<arrow::datatypes::Int32Type>()?;
+    let values = dict.values().as_string_opt::<i32>()?;
+    let keys = dict.keys();
+    let value = |row: usize| -> Option<&str> {
+        if keys.is_null(row) {
+            return None;
+        }
+        let k = keys.value(row) as usize;
+        (!values.is_null(k)).then(|| values.value(k))
+    };
+    let raw = keys.values();
+    let changes = arrow::buffer::BooleanBuffer::collect_bool(rows - 1, |i| {
+        let same_index = raw[i] == raw[i + 1] && keys.is_valid(i) == keys.is_valid(i + 1);
+        !same_index && value(i) != value(i + 1)
+    });
+    Some(BooleanArray::new(changes, None))
 }
 
 /// The state of one deduplicating stream: the rows of the last key seen, which the next batch
@@ -378,6 +404,24 @@ mod tests {
         }
         out.extend(d.finish().unwrap());
         pretty_format_batches(&out).unwrap().to_string()
+    }
+
+    #[test]
+    fn key_changes_compare_tag_values_not_dictionary_indices() {
+        use arrow::array::{DictionaryArray, Int32Array, StringArray};
+        // Indices 0 and 2 both hold "a", as after concatenating two batches' dictionaries.
+        let values = Arc::new(StringArray::from(vec![
+            Some("a"),
+            Some("b"),
+            Some("a"),
+            None,
+        ]));
+        let keys = Int32Array::from(vec![Some(0), Some(2), Some(1), Some(3), None, Some(0)]);
+        let tag: ArrayRef = Arc::new(DictionaryArray::new(keys, values));
+        // a a | b | null null | a
+        assert_eq!(key_changes(&[&tag], 6).unwrap(), [2, 3, 5]);
+        let time: ArrayRef = Arc::new(arrow::array::Int64Array::from(vec![1, 2, 2, 2, 2, 2]));
+        assert_eq!(key_changes(&[&tag, &time], 6).unwrap(), [1, 2, 3, 5]);
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub enum StorageError {
 #[derive(Debug, Clone)]
 pub struct ObjectStorage {
     store: Arc<dyn ObjectStore>,
+    /// `store` without the read cache (the same store when there is none).
+    uncached: Arc<dyn ObjectStore>,
     /// Set for the local file system, whose `put` renames into place without fsync: uploads
     /// sync the file and its directories before they return.
     local: Option<(Arc<LocalFileSystem>, PathBuf)>,
@@ -54,13 +56,18 @@ impl ObjectStorage {
         let fs = Arc::new(LocalFileSystem::new_with_prefix(&dir)?.with_automatic_cleanup(true));
         Ok(Self {
             store: Arc::clone(&fs) as Arc<dyn ObjectStore>,
+            uncached: Arc::clone(&fs) as Arc<dyn ObjectStore>,
             local: Some((fs, dir)),
         })
     }
 
     /// Any other store (memory, S3): its `put` is durable when it returns.
     pub fn remote(store: Arc<dyn ObjectStore>) -> Self {
-        Self { store, local: None }
+        Self {
+            uncached: Arc::clone(&store),
+            store,
+            local: None,
+        }
     }
 
     /// Keeps up to `capacity_bytes` of whole files in memory for readers: files as they are
@@ -75,6 +82,12 @@ impl ObjectStorage {
     /// The store, for readers.
     pub fn store(&self) -> Arc<dyn ObjectStore> {
         Arc::clone(&self.store)
+    }
+
+    /// The store without the read cache, for readers that read a file once and should not
+    /// evict what queries read (the compactor's inputs are replaced right after).
+    pub fn uncached_store(&self) -> Arc<dyn ObjectStore> {
+        Arc::clone(&self.uncached)
     }
 
     /// Uploads `bytes` to `path`, durable when this returns.
