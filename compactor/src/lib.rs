@@ -36,6 +36,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use object_store::ObjectStoreExt;
 use parquet_file::ObjectStorage;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
@@ -141,8 +142,16 @@ struct Metrics {
     bytes_in: Counter,
     bytes_out: Counter,
     backlog: Gauge,
+    /// Recorded files (and their bytes) per level, as of the last look for work.
+    files: Family<LevelLabels, Gauge>,
+    file_bytes: Family<LevelLabels, Gauge>,
     objects_deleted: Counter,
     retention_files_dropped: Counter,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
+struct LevelLabels {
+    level: u8,
 }
 
 impl Metrics {
@@ -184,6 +193,16 @@ impl Metrics {
             "backlog",
             "Partitions waiting to be compacted",
             self.backlog.clone(),
+        );
+        r.register(
+            "files",
+            "Recorded Parquet files per level (0: persisted, 1: compacted)",
+            self.files.clone(),
+        );
+        r.register(
+            "file_bytes",
+            "Bytes of recorded Parquet files per level",
+            self.file_bytes.clone(),
         );
         r.register(
             "objects_deleted",
@@ -391,8 +410,25 @@ impl Compactor {
 
     fn plans(&self) -> Vec<plan::CompactionPlan> {
         let today = now_ns().div_euclid(DAY_NS);
+        let snapshot = self.inner.catalog.snapshot();
+        let mut per_level: std::collections::BTreeMap<u8, (i64, i64)> =
+            [(0, (0, 0)), (1, (0, 0))].into();
+        for f in snapshot.parquet_files.values().flat_map(|f| f.iter()) {
+            let e = per_level.entry(f.file.level).or_default();
+            e.0 += 1;
+            e.1 += f.file.size_bytes as i64;
+        }
+        for (level, (files, bytes)) in per_level {
+            let labels = LevelLabels { level };
+            self.inner.metrics.files.get_or_create(&labels).set(files);
+            self.inner
+                .metrics
+                .file_bytes
+                .get_or_create(&labels)
+                .set(bytes);
+        }
         let plans = plan::plan(
-            &self.inner.catalog.snapshot(),
+            &snapshot,
             plan::PlanRules {
                 l0_threshold: self.inner.config.l0_threshold,
                 target_file_bytes: self.inner.config.target_file_bytes,

@@ -379,6 +379,17 @@ def test_many_small_files_are_compacted_without_changing_any_result(start_server
         "objects_deleted_total": 2 * BATCHES,
     }
     assert sum(f["row_count"] for f in inputs) > model.count("cpu") + model.count("mem"), "the inputs held duplicate keys"
+    # Files and bytes per level, as of the compactor's last look for work.
+    by_level = {level: [f for f in files if f["level"] == level] for level in (0, 1)}
+    poll_until(
+        lambda: all(
+            metrics(server).get(f'tributary_compaction_files{{level="{level}"}}') == len(fs)
+            and metrics(server).get(f'tributary_compaction_file_bytes{{level="{level}"}}') == sum(f["size_bytes"] for f in fs)
+            for level, fs in by_level.items()
+        ),
+        10,
+        "files per level in /metrics",
+    )
 
     # And once more from the compacted files alone.
     assert server.terminate() == 0, server.log_tail()
