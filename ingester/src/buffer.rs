@@ -47,6 +47,17 @@ struct TableBuffer {
     partitions: BTreeMap<i64, PartitionBuffer>,
 }
 
+impl TableBuffer {
+    /// Bytes of the rows of all its chunks (see [`size_bytes`]).
+    fn size_bytes(&self) -> usize {
+        self.partitions
+            .values()
+            .flat_map(|p| &p.chunks)
+            .map(|c| c.size_bytes)
+            .sum()
+    }
+}
+
 #[derive(Debug)]
 struct PartitionBuffer {
     /// In sequence-number order.
@@ -163,13 +174,8 @@ impl Buffer {
             if db.as_ref() != database {
                 return true;
             }
-            let bytes: usize = table
-                .partitions
-                .values()
-                .flat_map(|p| &p.chunks)
-                .map(|c| c.size_bytes)
-                .sum();
-            self.size_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            self.size_bytes
+                .fetch_sub(table.size_bytes(), Ordering::Relaxed);
             false
         });
     }
@@ -178,13 +184,7 @@ impl Buffer {
     pub(crate) fn drop_table(&self, database: &str, table: &str) {
         let key = (Arc::<str>::from(database), Arc::<str>::from(table));
         if let Some(t) = self.tables.write().remove(&key) {
-            let bytes: usize = t
-                .partitions
-                .values()
-                .flat_map(|p| &p.chunks)
-                .map(|c| c.size_bytes)
-                .sum();
-            self.size_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            self.size_bytes.fetch_sub(t.size_bytes(), Ordering::Relaxed);
         }
     }
 
