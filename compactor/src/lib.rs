@@ -1,12 +1,13 @@
-//! The compactor: merges a partition's Parquet files into few level-1 files, and deletes
-//! objects nothing refers to any more.
+//! The compactor: merges a partition's Parquet files into few level-1 files (today) or
+//! level-2 files (a day that is over), and deletes objects nothing refers to any more.
 //!
 //! ```text
 //! every --retention-check-interval:
-//!   partitions wholly older than their database's retention period -> dropped from the catalog
+//!   partitions wholly older than their table's retention period -> dropped from the catalog
 //! every --compaction-interval:
-//!   plan (catalog snapshot) -> partitions with many level-0 files, or past days with new files
-//!   per partition: merge + dedup -> level-1 files cut by time (uploaded)
+//!   plan (catalog snapshot) -> today's partitions with many level-0 files, past days with
+//!                              files below level 2, files with range-deleted rows
+//!   per partition: merge + dedup (- deleted rows) -> level-1/2 files cut by time (uploaded)
 //!                  catalog.replace_parquet_files(inputs -> outputs)   one transaction; fails
 //!                                                                     if an input went away
 //!   garbage collection: objects replaced or dropped more than --gc-grace-period ago, and
@@ -196,7 +197,7 @@ impl Metrics {
         );
         r.register(
             "files",
-            "Recorded Parquet files per level (0: persisted, 1: compacted)",
+            "Recorded Parquet files per level (0: persisted, 1: compacted today, 2: compacted after their day)",
             self.files.clone(),
         );
         r.register(
@@ -412,7 +413,7 @@ impl Compactor {
         let today = now_ns().div_euclid(DAY_NS);
         let snapshot = self.inner.catalog.snapshot();
         let mut per_level: std::collections::BTreeMap<u8, (i64, i64)> =
-            [(0, (0, 0)), (1, (0, 0))].into();
+            [(0, (0, 0)), (1, (0, 0)), (2, (0, 0))].into();
         for f in snapshot.parquet_files.values().flat_map(|f| f.iter()) {
             let e = per_level.entry(f.file.level).or_default();
             e.0 += 1;

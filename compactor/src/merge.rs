@@ -1,5 +1,5 @@
 //! Running a compaction: the partition's files, merged in key order and deduplicated, written
-//! as level-1 files cut by time.
+//! as level-1 (today) or level-2 (a day that is over) files cut by time.
 //!
 //! ```text
 //! per output time slice:
@@ -43,9 +43,6 @@ use parquet_file::{ObjectStorage, PartitionWriter};
 
 use crate::CompactionError;
 use crate::plan::{CompactionPlan, time_slices};
-
-/// The level of files a compaction writes.
-const OUTPUT_LEVEL: u8 = 1;
 
 /// Writes the merged partition of `plan` as files (uploaded, not yet recorded) and describes
 /// them. On error, objects already uploaded are returned for removal in the error's place.
@@ -122,7 +119,7 @@ async fn write_slice(
         row_count: rows,
         min_time_ns: min_time,
         max_time_ns: max_time,
-        level: OUTPUT_LEVEL,
+        level: plan.output_level,
         min_sequence: plan
             .inputs
             .iter()

@@ -1,9 +1,11 @@
 //! Which partitions to compact, and into how many files.
 //!
-//! A partition (table, UTC day) is compacted when it holds at least
-//! `--compaction-l0-threshold` level-0 files, or, once its day is over, when it holds more
-//! than one file: a day that no longer receives writes is merged into as few files as the
-//! target size allows, so old data reads as fast as a single file.
+//! A partition (table, UTC day) of today is compacted into level-1 files when it holds at
+//! least `--compaction-l0-threshold` level-0 files. Once its day is over, a partition with
+//! files below level 2 and more files than the target size needs is compacted into level-2
+//! files: a day that no longer receives writes is merged into as few files as the target
+//! size allows, so old data reads as fast as a single file. A single file is left as it is
+//! (rewriting it would change nothing a query sees).
 //!
 //! A partition with a file that holds rows of a range delete not yet applied to it is
 //! compacted too: the merge drops those rows, so queries stop filtering them.
@@ -19,6 +21,11 @@ use std::sync::Arc;
 
 use catalog::{CatalogSnapshot, DatabaseSchema, ParquetFile, TableSchema, Tombstone};
 
+/// The level of files compacted while their day still receives writes.
+pub(crate) const HOT_LEVEL: u8 = 1;
+/// The level of files of a day that is over, compacted to their final size.
+pub(crate) const COLD_LEVEL: u8 = 2;
+
 /// One partition's compaction.
 #[derive(Debug, Clone)]
 pub(crate) struct CompactionPlan {
@@ -33,6 +40,8 @@ pub(crate) struct CompactionPlan {
     pub(crate) deletes: Vec<Tombstone>,
     /// The newest of them (0: none), recorded on the outputs as applied.
     pub(crate) tombstones_applied: i64,
+    /// The outputs' level: 1 for today's partitions, 2 for days that are over.
+    pub(crate) output_level: u8,
 }
 
 impl CompactionPlan {
@@ -77,8 +86,11 @@ pub(crate) fn plan(snapshot: &CatalogSnapshot, rules: PlanRules) -> Vec<Compacti
                 let level0 = inputs.iter().filter(|f| f.file.level == 0).count();
                 let bytes: u64 = inputs.iter().map(|f| f.file.size_bytes).sum();
                 let outputs = bytes.div_ceil(rules.target_file_bytes.max(1)).max(1) as usize;
+                let is_cold = day < rules.today;
                 let many = level0 >= rules.l0_threshold.max(2);
-                let cold = day < rules.today && level0 > 0 && inputs.len() > outputs;
+                let cold = is_cold
+                    && inputs.iter().any(|f| f.file.level < COLD_LEVEL)
+                    && inputs.len() > outputs;
                 let deleted_rows = inputs
                     .iter()
                     .any(|f| deletes.iter().any(|t| t.is_pending_for(&f.file)));
@@ -91,6 +103,7 @@ pub(crate) fn plan(snapshot: &CatalogSnapshot, rules: PlanRules) -> Vec<Compacti
                         outputs,
                         deletes: deletes.to_vec(),
                         tombstones_applied: snapshot.newest_tombstone(table.id),
+                        output_level: if is_cold { COLD_LEVEL } else { HOT_LEVEL },
                     });
                 }
             }
@@ -177,6 +190,7 @@ mod tests {
             RULES,
         );
         assert_eq!(plans.len(), 1);
+        assert_eq!(plans[0].output_level, HOT_LEVEL);
         assert_eq!(
             plans[0].inputs.len(),
             4,
@@ -193,9 +207,20 @@ mod tests {
         );
         assert_eq!(plans.len(), 1);
         assert_eq!((plans[0].day, plans[0].outputs), (9, 2));
-        // Already as few files as the target size allows, or nothing new: left alone.
+        assert_eq!(plans[0].output_level, COLD_LEVEL);
+        // Files compacted while the day was today, more than the size needs: merged, to level 2.
+        let plans = plan(&snapshot(&[(9, 1, 30), (9, 1, 30)]), RULES);
+        assert_eq!((plans[0].outputs, plans[0].output_level), (1, COLD_LEVEL));
+        // Already as few files as the target size allows: left alone.
         assert!(plan(&snapshot(&[(9, 0, 150)]), RULES).is_empty());
         assert!(plan(&snapshot(&[(9, 1, 90), (9, 1, 90)]), RULES).is_empty());
+        assert!(plan(&snapshot(&[(9, 2, 90), (9, 2, 90)]), RULES).is_empty());
+        // A late write to it: merged with the level-2 files, into level 2.
+        let plans = plan(&snapshot(&[(9, 2, 90), (9, 0, 1)]), RULES);
+        assert_eq!(
+            (plans[0].inputs.len(), plans[0].output_level),
+            (2, COLD_LEVEL)
+        );
     }
 
     #[test]

@@ -181,7 +181,8 @@ fn config() -> CompactorConfig {
 }
 
 #[tokio::test]
-async fn many_level0_files_become_one_level1_file_with_the_newest_fields_of_each_row() {
+async fn many_level0_files_of_a_past_day_become_one_level2_file_with_the_newest_fields_of_each_row()
+{
     let f = fixture(config()).await;
     f.persist(
         1,
@@ -214,7 +215,10 @@ async fn many_level0_files_become_one_level1_file_with_the_newest_fields_of_each
     let snapshot = f.catalog.snapshot();
     let files = snapshot.table_files(f.table.id);
     assert_eq!(files.len(), 1);
-    assert_eq!(files[0].file.level, 1);
+    assert_eq!(
+        files[0].file.level, 2,
+        "a day that is over is compacted to level 2"
+    );
     assert_eq!(
         (files[0].file.min_sequence, files[0].file.max_sequence),
         (1, 3)

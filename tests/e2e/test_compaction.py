@@ -1,4 +1,5 @@
 """Compaction: the partitions' many small level-0 files are merged into few level-1 files
+(today's partitions) or level-2 files (days that are over)
 without changing any query result, and objects nothing refers to are deleted.
 
 Specifies that
@@ -7,7 +8,7 @@ Specifies that
   today, more files than `--compaction-target-file-size` needs (a past day with 2+ files is
   merged at the first interval); a partition of today below the threshold, and a past day
   with a single file, are left alone;
-- the merged files are level 1, listed in `system.parquet_files` with their size, row count
+- the merged files are level 1 (today) or 2 (a past day), listed in `system.parquet_files` with their size, row count
   and time range, hold each key once with its newest fields (the last non-null value of each
   field in write order, as the buffer resolves them), keep the persisted layout (sorted by
   tags then time, with `sorting_columns`), and a partition larger than the target is cut by
@@ -96,6 +97,11 @@ def today() -> str:
     return time.strftime("%Y-%m-%d", time.gmtime())
 
 
+def compacted_level(partition: str) -> int:
+    """The level a compaction writes: 1 while the partition's day is today, 2 once it is over."""
+    return 2 if partition < today() else 1
+
+
 def today_base_ns() -> int:
     """A time of today (UTC), a few minutes ago, on a whole second: rows stamped from there on
     fall into today's partitions (unless the test runs across midnight)."""
@@ -169,16 +175,17 @@ def compaction_metrics(server: Server) -> dict[str, float]:
 
 
 def wait_until_compacted(server: Server, db: str, targets: Iterable[tuple[str, str]], timeout_s: float = COMPACT_TIMEOUT_S) -> list[dict]:
-    """Polls until every (table, partition) in `targets` is listed with level-1 files only."""
+    """Polls until every (table, partition) in `targets` is listed with compacted files only
+    (level 1 for today, 2 for a past day)."""
     targets = set(targets)
 
     def done():
         files = parquet_files(server, db)
         return files if all(
-            (fs := files_of(files, t, p)) and all(f["level"] == 1 for f in fs) for t, p in targets
+            (fs := files_of(files, t, p)) and all(f["level"] == compacted_level(p) for f in fs) for t, p in targets
         ) else None
 
-    return poll_until(done, timeout_s, f"{sorted(targets)} of {db} to be compacted into level-1 files", POLL_S)
+    return poll_until(done, timeout_s, f"{sorted(targets)} of {db} to be compacted", POLL_S)
 
 
 def wait_until_disk_matches_listing(server: Server, db: str, timeout_s: float = COMPACT_TIMEOUT_S) -> list[dict]:
@@ -198,10 +205,11 @@ def wait_until_disk_matches_listing(server: Server, db: str, timeout_s: float = 
 
 
 def check_level1_files(server: Server, db: str, files: list[dict], model: Model, table: str) -> None:
-    """The listed level-1 files of `table` exist at their size, keep the persisted layout, do
-    not overlap in time, stay in their partition, and together hold exactly the model's rows."""
+    """The listed compacted files of `table` (level 1 today, 2 for a past day) exist at their
+    size, keep the persisted layout, do not overlap in time, stay in their partition, and
+    together hold exactly the model's rows."""
     files = sorted((f for f in files if f["table_name"] == table), key=lambda f: f["min_time"])
-    assert files and all(f["level"] == 1 for f in files), files
+    assert files and all(f["level"] == compacted_level(f["partition"]) for f in files), files
     rows = []
     for f in files:
         path = objects_dir(server) / f["path"]
@@ -212,10 +220,10 @@ def check_level1_files(server: Server, db: str, files: list[dict], model: Model,
         rows += read_parquet_object(path.read_bytes(), f, model.tag_names(table))
     for a, b in zip(files, files[1:]):
         if a["partition"] == b["partition"]:
-            assert a["max_time"] < b["min_time"], f"level-1 files overlap in time: {a} and {b}"
+            assert a["max_time"] < b["min_time"], f"compacted files overlap in time: {a} and {b}"
     got = sorted(rows, key=row_key_fn(model.tag_names(table)))
     want = model.rows(table)
-    assert got == want, f"the level-1 files of {table}: " + describe_difference(got, want, model.tag_names(table))
+    assert got == want, f"the compacted files of {table}: " + describe_difference(got, want, model.tag_names(table))
 
 
 # -- data --------------------------------------------------------------------------------------
@@ -365,7 +373,7 @@ def test_many_small_files_are_compacted_without_changing_any_result(start_server
     assert all_results(server, db) == before
 
     inputs = [f for f in before_files if f["table_name"] in ("cpu", "mem")]
-    outputs = [f for f in files if f["level"] == 1]
+    outputs = [f for f in files if f["level"] >= 1]
     assert compaction_metrics(server) == {
         "runs_total": 2,
         "errors_total": 0,
@@ -380,7 +388,7 @@ def test_many_small_files_are_compacted_without_changing_any_result(start_server
     }
     assert sum(f["row_count"] for f in inputs) > model.count("cpu") + model.count("mem"), "the inputs held duplicate keys"
     # Files and bytes per level, as of the compactor's last look for work.
-    by_level = {level: [f for f in files if f["level"] == level] for level in (0, 1)}
+    by_level = {level: [f for f in files if f["level"] == level] for level in (0, 1, 2)}
     poll_until(
         lambda: all(
             metrics(server).get(f'tributary_compaction_files{{level="{level}"}}') == len(fs)
@@ -430,7 +438,7 @@ def test_a_partition_larger_than_the_target_size_is_cut_by_time_into_files_that_
     assert compacted == files
     assert compaction_metrics(server)["runs_total"] == 1
 
-    # A late write to that day is merged in at the next interval, level-1 files and all, and
+    # A late write to that day is merged in at the next interval, level-2 files and all, and
     # its fields win over the compacted ones.
     late = [cpu_point("a", 0, idle=900.0), Point("cpu", cpu_tags("b"), {"usage": 3.0}, last_ns)]
     write_points(server, db, late)
@@ -439,9 +447,9 @@ def test_a_partition_larger_than_the_target_size_is_cut_by_time_into_files_that_
 
     def recompacted():
         now = parquet_files(server, db)
-        return now if all(f["level"] == 1 and f["path"] not in replaced for f in now) else None
+        return now if all(f["level"] == 2 and f["path"] not in replaced for f in now) else None
 
-    files = poll_until(recompacted, COMPACT_TIMEOUT_S, "the late write to be compacted with the level-1 files", POLL_S)
+    files = poll_until(recompacted, COMPACT_TIMEOUT_S, "the late write to be compacted with the level-2 files", POLL_S)
     check_level1_files(server, db, files, model, "cpu")
     assert_matches_model(server, db, model, "after a late write was compacted")
     assert normalise(query(server, db, f"SELECT usage, idle FROM cpu WHERE host = 'a' AND zone IS NULL AND time = {sql_time(PAST_BASE_NS)}")) == [
@@ -530,7 +538,7 @@ def test_queries_during_compaction_see_every_row_exactly_once(start_server, db):
     assert len(during) >= 8 and len(seen) >= 48, (
         f"{len(seen)} queries, {len(during)} of them started while level-0 files were listed"
     )
-    assert [f["level"] for f in parquet_files(server, db)] == [1] * days
+    assert [f["level"] for f in parquet_files(server, db)] == [2] * days
 
 
 def test_writes_during_compaction_resolve_to_the_newest_fields(start_server, db):
@@ -570,7 +578,7 @@ def test_writes_during_compaction_resolve_to_the_newest_fields(start_server, db)
     server.start()
     assert_matches_model(server, db, model, "after a SIGTERM restart")
     files = parquet_files(server, db)
-    assert any(f["level"] == 1 for f in files), files
+    assert any(f["level"] >= 1 for f in files), files
 
 
 @pytest.mark.parametrize("failpoint", ["compaction-after-upload", "compaction-after-catalog"])
@@ -604,7 +612,7 @@ def test_a_crash_in_the_middle_of_a_compaction_loses_and_duplicates_nothing(star
         (orphan,) = leftovers
         assert orphan.startswith(f"{db}/cpu/{PAST_DAY}/") and orphan.endswith(".parquet"), orphan
     else:
-        assert [f["level"] for f in files] == [1], f"the swap was committed: {files}"
+        assert [f["level"] for f in files] == [2], f"the swap was committed: {files}"
         assert leftovers == level0_paths, "the replaced objects are still in the object store"
         check_level1_files(server, db, files, model, "cpu")
     assert server.terminate() == 0, server.log_tail()
@@ -614,7 +622,7 @@ def test_a_crash_in_the_middle_of_a_compaction_loses_and_duplicates_nothing(star
     server.start()
     files = wait_until_compacted(server, db, [("cpu", PAST_DAY)])
     files = wait_until_disk_matches_listing(server, db)
-    assert [f["level"] for f in files] == [1], files
+    assert [f["level"] for f in files] == [2], files
     check_level1_files(server, db, files, model, "cpu")
     assert cpu_results(server, db) == before, f"results changed after recovering from a crash at {failpoint}"
     assert_newest_fields_win(server, db, 12)

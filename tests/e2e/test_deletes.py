@@ -26,7 +26,8 @@ Specifies that
     non-null field per key never sees it);
   - results are the same after a SIGKILL before persistence (WAL replay applies the delete
     again) and after a graceful restart; the compactor (`--compaction-interval`) rewrites the
-    partitions whose files hold deleted rows, even a single file, into level-1 files that
+    partitions whose files hold deleted rows, even a single file, into level-2 files (a past
+    day's level) that
     hold only the surviving rows (listed in `system.compaction_events`), and the replaced
     objects are deleted after `--gc-grace-period`, with query results unchanged;
   - a predicate with OR, `!=`, `>`, parentheses or an unterminated quote, a term on a field
@@ -696,7 +697,7 @@ def test_the_compactor_rewrites_files_with_deleted_rows_and_results_do_not_chang
         return query(server, db, "SELECT * FROM system.compaction_events WHERE error IS NULL")
 
     def wait_for_rewrite(replaced: list[dict]) -> list[dict]:
-        """Polls until the partition is held by level-1 files other than `replaced` with exactly
+        """Polls until the partition is held by level-2 files (its day is over) other than `replaced` with exactly
         the surviving rows, and the replaced objects are gone from disk."""
         replaced_paths = {f["path"] for f in replaced}
 
@@ -704,7 +705,7 @@ def test_the_compactor_rewrites_files_with_deleted_rows_and_results_do_not_chang
             files = parquet_files(server, db)
             paths = {f["path"] for f in files}
             return files if (
-                files and all(f["level"] == 1 for f in files) and not paths & replaced_paths
+                files and all(f["level"] == 2 for f in files) and not paths & replaced_paths
                 and sum(f["row_count"] for f in files) == expected.count("cpu")
             ) else None
 
