@@ -640,11 +640,13 @@ impl Ingester {
     /// every `(tag, value)` of `tags`, written before this call; returns how many buffered
     /// rows went. Later writes in the range are kept.
     ///
-    /// The buffer is filtered under the apply lock, with the cutoff at the last applied entry,
-    /// so every row at or below the cutoff is filtered and none above it; the tombstone then
-    /// hides the rows of persisted files from queries, and replay filters the WAL entries up
-    /// to the cutoff. Files persisted from rows read before the filter hold only entries at or
-    /// below the cutoff, so the tombstone covers them.
+    /// One step for writers, under the apply lock: the cutoff is the last applied entry, the
+    /// tombstone is committed, and the buffer is filtered, so every buffered row at or below
+    /// the cutoff is filtered and none above it. The tombstone hides the rows of files written
+    /// before the cutoff from queries (files persisted meanwhile hold only entries at or below
+    /// it), replay filters the WAL entries up to it, and no file of later entries can exist
+    /// before it is committed, so a compaction that did not see it is refused. Writers wait
+    /// for the catalog commit (milliseconds). Runs on a multi-threaded runtime.
     pub async fn delete_rows(
         &self,
         database: &str,
@@ -676,25 +678,27 @@ impl Ingester {
                 }
             }
         }
-        let mut delete = catalog::NewTombstone {
-            min_time_ns,
-            max_time_ns,
-            tags,
-            wal_cutoff: 0,
-        };
-        let removed = {
+        let removed = tokio::task::block_in_place(|| {
             let queue = self.inner.apply_queue.lock();
-            delete.wal_cutoff = queue.next - 1;
-            self.inner.buffer.delete_rows(database, table, &delete)?
-        };
+            let delete = catalog::NewTombstone {
+                min_time_ns,
+                max_time_ns,
+                tags,
+                wal_cutoff: queue.next - 1,
+            };
+            let tombstone = tokio::runtime::Handle::current()
+                .block_on(self.inner.catalog.add_tombstone(database, table, delete))?;
+            let removed = self
+                .inner
+                .buffer
+                .delete_rows(database, table, &tombstone.delete)?;
+            drop(queue);
+            Ok::<_, DeleteError>(removed)
+        })?;
         self.inner
             .metrics
             .buffer_bytes
             .set(self.inner.buffer.size_bytes() as i64);
-        self.inner
-            .catalog
-            .add_tombstone(database, table, delete)
-            .await?;
         Ok(removed)
     }
 
