@@ -153,6 +153,12 @@ pub trait Catalog: Send + Sync + std::fmt::Debug {
         delete: NewTombstone,
     ) -> Result<Tombstone>;
 
+    /// Forgets the range deletes nothing needs any more: no recorded file holds rows of them
+    /// (see [`Tombstone::is_pending_for`]) and every WAL entry they cover is gone, since
+    /// their cutoff is below `wal_retained_from` (the first sequence number a replay could
+    /// read). Returns how many went.
+    async fn retire_tombstones(&self, wal_retained_from: u64) -> Result<usize>;
+
     /// Records persisted Parquet files, all or none (one transaction), and returns them as
     /// recorded; they are in the next [`Catalog::snapshot`] (see
     /// [`CatalogSnapshot::table_files`]). A path recorded twice is an error: a file is never

@@ -340,6 +340,52 @@ impl Catalog for SqliteCatalog {
         .await
     }
 
+    async fn retire_tombstones(&self, wal_retained_from: u64) -> Result<usize> {
+        self.blocking(move |inner| {
+            let mut conn = inner.conn.lock();
+            let current = Arc::clone(&inner.snapshot.read());
+            let retired: Vec<&Tombstone> = current
+                .tombstones
+                .values()
+                .flat_map(|t| t.iter())
+                .filter(|t| {
+                    t.delete.wal_cutoff < wal_retained_from
+                        && !current
+                            .table_files(t.table_id)
+                            .iter()
+                            .any(|f| t.is_pending_for(&f.file))
+                })
+                .collect();
+            if retired.is_empty() {
+                return Ok(0);
+            }
+            let tx = conn.transaction()?;
+            {
+                let mut forget = tx.prepare_cached("DELETE FROM tombstones WHERE id = ?1")?;
+                for t in &retired {
+                    forget.execute(params![t.id.0])?;
+                }
+            }
+            tx.commit()?;
+            let gone: std::collections::HashSet<TombstoneId> =
+                retired.iter().map(|t| t.id).collect();
+            let mut next = (*current).clone();
+            for list in next.tombstones.values_mut() {
+                if list.iter().any(|t| gone.contains(&t.id)) {
+                    *list = list
+                        .iter()
+                        .filter(|t| !gone.contains(&t.id))
+                        .cloned()
+                        .collect();
+                }
+            }
+            next.tombstones.retain(|_, list| !list.is_empty());
+            *inner.snapshot.write() = Arc::new(next);
+            Ok(gone.len())
+        })
+        .await
+    }
+
     async fn add_parquet_files(&self, files: Vec<NewParquetFile>) -> Result<Vec<ParquetFile>> {
         self.blocking(move |inner| {
             let mut conn = inner.conn.lock();
@@ -1507,5 +1553,44 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, Error::TableNotFound { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_tombstone_is_retired_once_no_file_and_no_wal_entry_needs_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.sqlite");
+        let cat = SqliteCatalog::open(&path, CatalogLimits::default()).unwrap();
+        let snap = cat
+            .apply(changes("db", "cpu", &[("host", ColumnType::Tag)]))
+            .await
+            .unwrap();
+        let table = snap.database("db").unwrap().table("cpu").unwrap().id;
+        let old = cat
+            .add_parquet_files(vec![file(table, "db/cpu/2016-01-01/a.parquet", (1, 4))])
+            .await
+            .unwrap();
+        let delete = NewTombstone {
+            min_time_ns: 0,
+            max_time_ns: 10,
+            tags: vec![],
+            wal_cutoff: 4,
+        };
+        let tombstone = cat.add_tombstone("db", "cpu", delete).await.unwrap();
+        // The WAL still holds entries it covers.
+        assert_eq!(cat.retire_tombstones(4).await.unwrap(), 0);
+        // A file still holds rows of it.
+        assert_eq!(cat.retire_tombstones(5).await.unwrap(), 0);
+        let merged = NewParquetFile {
+            tombstones_applied: tombstone.id.0,
+            ..file(table, "db/cpu/2016-01-01/m.parquet", (1, 4))
+        };
+        cat.replace_parquet_files(vec![old[0].id], vec![merged])
+            .await
+            .unwrap();
+        assert_eq!(cat.retire_tombstones(5).await.unwrap(), 1);
+        assert!(cat.snapshot().table_tombstones(table).is_empty());
+        drop(cat);
+        let cat = SqliteCatalog::open(&path, CatalogLimits::default()).unwrap();
+        assert!(cat.snapshot().table_tombstones(table).is_empty());
     }
 }

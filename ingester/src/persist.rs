@@ -345,10 +345,22 @@ impl Ingester {
             return Ok(());
         }
         let wal = inner.wal.clone();
-        tokio::task::spawn_blocking(move || wal.truncate_through(wal::SequenceNumber(bound)))
-            .await
-            .map_err(PersistError::Task)?
-            .map_err(PersistError::Wal)
+        let retained_from = tokio::task::spawn_blocking(move || -> Result<u64, wal::Error> {
+            wal.truncate_through(wal::SequenceNumber(bound))?;
+            Ok(wal.first_retained_sequence().0)
+        })
+        .await
+        .map_err(PersistError::Task)?
+        .map_err(PersistError::Wal)?;
+        // Range deletes whose WAL entries are all gone and whose rows no file holds are done.
+        match inner.catalog.retire_tombstones(retained_from).await {
+            Ok(0) => {}
+            Ok(retired) => tracing::debug!(retired, "retired range deletes"),
+            Err(e) => {
+                tracing::warn!(error = %wal::error_chain(&e), "cannot retire range deletes; will try again")
+            }
+        }
+        Ok(())
     }
 }
 

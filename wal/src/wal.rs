@@ -251,6 +251,16 @@ impl Wal {
         result
     }
 
+    /// The lowest sequence number a replay could still read: entries below it are gone from
+    /// disk (their segments deleted and the deletion synced).
+    pub fn first_retained_sequence(&self) -> SequenceNumber {
+        let segments = self.inner.shared.segments.lock();
+        segments.first().map_or_else(
+            || SequenceNumber(self.inner.shared.last_seq.load(Ordering::Acquire) + 1),
+            |seg| seg.first,
+        )
+    }
+
     /// Stops accepting, writes and fsyncs everything queued, stops the writer thread.
     /// Idempotent. Blocks until the writer is done.
     ///
