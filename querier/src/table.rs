@@ -179,17 +179,8 @@ impl TableProvider for Table {
         // then drop older rows exactly (a file or chunk may straddle the cutoff). `time` is
         // read for that even when the query does not ask for it.
         let time = self.schema.index_of(TIME_COLUMN)?;
-        let asked: Vec<usize> = projection
-            .cloned()
-            .unwrap_or_else(|| (0..self.schema.fields().len()).collect());
-        let mut read = asked.clone();
-        let time_position = match read.iter().position(|&i| i == time) {
-            Some(p) => p,
-            None => {
-                read.push(time);
-                read.len() - 1
-            }
-        };
+        let (asked, read) = self.columns_to_read(projection, [time]);
+        let time_position = read.iter().position(|&i| i == time).expect("time is read");
         let cutoff_value = ScalarValue::TimestampNanosecond(Some(cutoff), None);
         let mut filters = filters.to_vec();
         filters.push(Expr::BinaryExpr(BinaryExpr::new(
@@ -207,20 +198,7 @@ impl TableProvider for Table {
                 Operator::GtEq,
                 datafusion::physical_expr::expressions::lit(cutoff_value),
             ));
-        let filtered: Arc<dyn ExecutionPlan> = Arc::new(
-            datafusion::physical_plan::filter::FilterExec::try_new(retained, input)?,
-        );
-        if read.len() == asked.len() {
-            return Ok(filtered);
-        }
-        let schema = filtered.schema();
-        let exprs = (0..asked.len())
-            .map(|i| {
-                let name = schema.field(i).name();
-                Ok((col(name, &schema)?, name.clone()))
-            })
-            .collect::<Result<Vec<(Arc<dyn PhysicalExpr>, String)>>>()?;
-        Ok(Arc::new(ProjectionExec::try_new(exprs, filtered)?))
+        filter_then_project(input, retained, asked.len())
     }
 }
 
@@ -442,39 +420,36 @@ impl Table {
         projection: Option<&Vec<usize>>,
         deletes: &[&NewTombstone],
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        let compared = deletes
+            .iter()
+            .flat_map(|d| d.tags.iter().map(|(tag, _)| tag.as_ref()))
+            .chain([TIME_COLUMN])
+            .filter_map(|name| self.schema.index_of(name).ok());
+        let (asked, read) = self.columns_to_read(projection, compared);
+        let scan = self.plain_parquet(state, files, Some(&read))?;
+        let Some(surviving) = dedup::surviving_rows(deletes, &scan.schema(), None)? else {
+            return Ok(scan);
+        };
+        filter_then_project(scan, surviving, asked.len())
+    }
+
+    /// The columns a query asked for (`projection`, or all), and those plus `also`: what a
+    /// scan reads to filter on columns the query may not want. The asked ones come first.
+    fn columns_to_read(
+        &self,
+        projection: Option<&Vec<usize>>,
+        also: impl IntoIterator<Item = usize>,
+    ) -> (Vec<usize>, Vec<usize>) {
         let asked: Vec<usize> = projection
             .cloned()
             .unwrap_or_else(|| (0..self.schema.fields().len()).collect());
         let mut read = asked.clone();
-        let compared = deletes
-            .iter()
-            .flat_map(|d| d.tags.iter().map(|(tag, _)| tag.as_ref()))
-            .chain([TIME_COLUMN]);
-        for name in compared {
-            if let Ok(i) = self.schema.index_of(name)
-                && !read.contains(&i)
-            {
+        for i in also {
+            if !read.contains(&i) {
                 read.push(i);
             }
         }
-        let scan = self.plain_parquet(state, files, Some(&read))?;
-        let scan_schema = scan.schema();
-        let Some(surviving) = dedup::surviving_rows(deletes, &scan_schema, None)? else {
-            return Ok(scan);
-        };
-        let filtered: Arc<dyn ExecutionPlan> = Arc::new(
-            datafusion::physical_plan::filter::FilterExec::try_new(surviving, scan)?,
-        );
-        if read.len() == asked.len() {
-            return Ok(filtered);
-        }
-        let exprs = (0..asked.len())
-            .map(|i| {
-                let name = scan_schema.field(i).name();
-                Ok((col(name, &scan_schema)?, name.clone()))
-            })
-            .collect::<Result<Vec<(Arc<dyn PhysicalExpr>, String)>>>()?;
-        Ok(Arc::new(ProjectionExec::try_new(exprs, filtered)?))
+        (asked, read)
     }
 
     /// Sources of one partition whose time ranges overlap: merged in key order, one row per
@@ -600,6 +575,29 @@ impl Table {
             .collect::<Result<Vec<(Arc<dyn PhysicalExpr>, String)>>>()?;
         Ok(Arc::new(ProjectionExec::try_new(exprs, dedup)?))
     }
+}
+
+/// `input` filtered by `predicate`, then cut back to its first `asked` columns (the others
+/// were read only for the filter).
+fn filter_then_project(
+    input: Arc<dyn ExecutionPlan>,
+    predicate: Arc<dyn PhysicalExpr>,
+    asked: usize,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let schema = input.schema();
+    let filtered: Arc<dyn ExecutionPlan> = Arc::new(
+        datafusion::physical_plan::filter::FilterExec::try_new(predicate, input)?,
+    );
+    if schema.fields().len() == asked {
+        return Ok(filtered);
+    }
+    let exprs = (0..asked)
+        .map(|i| {
+            let name = schema.field(i).name();
+            Ok((col(name, &schema)?, name.clone()))
+        })
+        .collect::<Result<Vec<(Arc<dyn PhysicalExpr>, String)>>>()?;
+    Ok(Arc::new(ProjectionExec::try_new(exprs, filtered)?))
 }
 
 /// A table's buffered partitions that may overlap `[min, max]` time. Reading may deduplicate

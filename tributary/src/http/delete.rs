@@ -182,14 +182,7 @@ async fn delete_rows(
             .inner
             .ingester
             .delete_rows(db, table, min_time_ns, max_time_ns, terms.clone())
-            .await
-            .map_err(|e| match e {
-                ingester::DeleteError::Catalog(e) => ApiError::from(e),
-                e @ ingester::DeleteError::NotATag { .. } => ApiError::bad_request(e.to_string()),
-                e @ ingester::DeleteError::Buffer(_) => {
-                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-                }
-            })?;
+            .await?;
     }
     tracing::info!(db, ?tables, min_time_ns, max_time_ns, predicate = ?terms, buffered_rows = removed, "deleted rows");
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -6,7 +6,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use ingester::{RejectedLine, WriteError};
+use ingester::{DeleteError, RejectedLine, WriteError};
 use querier::QueryError;
 use serde_json::json;
 
@@ -169,6 +169,18 @@ impl From<WriteError> for ApiError {
             WriteError::Catalog(e) => e.into(),
             WriteError::Wal(_) | WriteError::Arrow(_) | WriteError::Task(_) => {
                 Self::internal(StatusCode::INTERNAL_SERVER_ERROR, "the write failed", &e)
+            }
+        }
+    }
+}
+
+impl From<DeleteError> for ApiError {
+    fn from(e: DeleteError) -> Self {
+        match e {
+            DeleteError::Catalog(e) => e.into(),
+            DeleteError::NotATag { .. } => Self::bad_request(e.to_string()),
+            DeleteError::Buffer(_) => {
+                Self::internal(StatusCode::INTERNAL_SERVER_ERROR, "the delete failed", &e)
             }
         }
     }
