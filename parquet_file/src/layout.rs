@@ -226,4 +226,84 @@ mod tests {
         let back = arrow::compute::concat_batches(&sorted.schema(), &batches).unwrap();
         assert_eq!(back, sorted);
     }
+
+    /// Writes `host` with dictionary, bloom filter and page statistics on, as a tag is written.
+    fn encode_host_column(batches: &[ArrayRef]) -> Bytes {
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "host",
+            batches[0].data_type().clone(),
+            true,
+        )]));
+        let properties = WriterProperties::builder()
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_data_page_row_count_limit(PAGE_ROWS)
+            .set_bloom_filter_enabled(true)
+            .build();
+        let mut writer =
+            ArrowWriter::try_new(Vec::new(), schema.clone(), Some(properties)).unwrap();
+        for column in batches {
+            let batch = RecordBatch::try_new(schema.clone(), vec![Arc::clone(column)]).unwrap();
+            writer.write(&batch).unwrap();
+        }
+        Bytes::from(writer.into_inner().unwrap())
+    }
+
+    /// The parts of a one-column file that do not depend on the Arrow input type: every row
+    /// group's column chunk (dictionary page and data pages), its statistics and its bloom filter.
+    fn column_chunks(file: &Bytes) -> Vec<(Bytes, String, Bytes)> {
+        let metadata = ParquetMetaDataReader::new().parse_and_finish(file).unwrap();
+        metadata
+            .row_groups()
+            .iter()
+            .map(|row_group| {
+                let column = row_group.column(0);
+                let (start, len) = column.byte_range();
+                let bloom_start = column.bloom_filter_offset().unwrap() as usize;
+                let bloom_len = column.bloom_filter_length().unwrap() as usize;
+                (
+                    file.slice(start as usize..(start + len) as usize),
+                    format!("{:?}", column.statistics()),
+                    file.slice(bloom_start..bloom_start + bloom_len),
+                )
+            })
+            .collect()
+    }
+
+    /// The vendored parquet writer encodes a dictionary array value by value rather than row by
+    /// row (vendor/README.md); the file must come out exactly as for the same plain strings.
+    #[test]
+    fn tag_columns_encode_exactly_as_the_same_plain_strings() {
+        let hosts: Vec<Option<String>> = (0..50_000)
+            .map(|i| (i % 97 != 5).then(|| format!("host_{:03}", (i / 700) % 90)))
+            .collect();
+        let mut dictionary = StringDictionaryBuilder::<Int32Type>::new();
+        // Values the rows never use, so the dictionary has unused entries.
+        dictionary.append_value("unused_b");
+        dictionary.append_value("unused_a");
+        hosts
+            .iter()
+            .for_each(|h| dictionary.append_option(h.as_deref()));
+        let dictionary: ArrayRef = Arc::new(dictionary.finish().slice(2, hosts.len()));
+        let plain: ArrayRef = Arc::new(
+            hosts
+                .iter()
+                .map(|h| h.as_deref())
+                .collect::<arrow::array::StringArray>(),
+        );
+
+        // Batches of many rows (the per-value path), and of 3 rows over a 90-value dictionary
+        // (the row-by-row path), across page and row-group boundaries.
+        let cuts: Vec<(usize, usize)> = [(0, 20_000), (20_000, 3), (20_003, 3), (20_006, 29_994)]
+            .into_iter()
+            .collect();
+        let pieces = |array: &ArrayRef| -> Vec<ArrayRef> {
+            cuts.iter()
+                .map(|&(start, len)| array.slice(start, len))
+                .collect()
+        };
+        let from_dictionary = column_chunks(&encode_host_column(&pieces(&dictionary)));
+        let from_plain = column_chunks(&encode_host_column(&pieces(&plain)));
+        assert!(!from_plain.is_empty());
+        assert_eq!(from_dictionary, from_plain);
+    }
 }
