@@ -539,27 +539,43 @@ mod zstd_codec {
         }
     }
 
+    // A context whose call failed is dropped rather than kept, so no state of a failed call
+    // (or a half-applied level change) reaches the next page. Without the thread's context
+    // (the codec re-entered on this thread, or the thread's locals already destroyed at
+    // thread exit) the call gets a fresh context, as upstream gives every codec.
     fn with_decompressor<T>(
         f: impl FnOnce(&mut zstd::bulk::Decompressor<'static>) -> std::io::Result<T>,
     ) -> std::io::Result<T> {
-        DECOMPRESSOR.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut slot) => {
+        let mut f = Some(f);
+        let pooled = DECOMPRESSOR.try_with(|cell| {
+            let mut slot = cell.try_borrow_mut().ok()?;
+            let mut run = |slot: &mut Option<zstd::bulk::Decompressor<'static>>| {
                 if slot.is_none() {
                     *slot = Some(zstd::bulk::Decompressor::new()?);
                 }
-                f(slot.as_mut().expect("decompressor was just created"))
+                let decompressor = slot.as_mut().expect("decompressor was just created");
+                (f.take().expect("called once"))(decompressor)
+            };
+            let result = run(&mut slot);
+            if result.is_err() {
+                *slot = None;
             }
-            // Only reachable if a codec is re-entered on the same thread.
-            Err(_) => f(&mut zstd::bulk::Decompressor::new()?),
-        })
+            Some(result)
+        });
+        match pooled {
+            Ok(Some(result)) => result,
+            _ => (f.take().expect("not called yet"))(&mut zstd::bulk::Decompressor::new()?),
+        }
     }
 
     fn with_compressor<T>(
         level: i32,
         f: impl FnOnce(&mut zstd::bulk::Compressor<'static>) -> std::io::Result<T>,
     ) -> std::io::Result<T> {
-        COMPRESSOR.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut slot) => {
+        let mut f = Some(f);
+        let pooled = COMPRESSOR.try_with(|cell| {
+            let mut slot = cell.try_borrow_mut().ok()?;
+            let mut run = |slot: &mut Option<(i32, zstd::bulk::Compressor<'static>)>| {
                 match slot.as_mut() {
                     Some((current, compressor)) if *current != level => {
                         compressor.set_compression_level(level)?;
@@ -568,10 +584,19 @@ mod zstd_codec {
                     Some(_) => {}
                     None => *slot = Some((level, zstd::bulk::Compressor::new(level)?)),
                 }
-                f(&mut slot.as_mut().expect("compressor was just created").1)
+                let (_, compressor) = slot.as_mut().expect("compressor was just created");
+                (f.take().expect("called once"))(compressor)
+            };
+            let result = run(&mut slot);
+            if result.is_err() {
+                *slot = None;
             }
-            Err(_) => f(&mut zstd::bulk::Compressor::new(level)?),
-        })
+            Some(result)
+        });
+        match pooled {
+            Ok(Some(result)) => result,
+            _ => (f.take().expect("not called yet"))(&mut zstd::bulk::Compressor::new(level)?),
+        }
     }
 
     impl Codec for ZSTDCodec {
