@@ -1459,20 +1459,28 @@ mod tests {
         assert_eq!(snapshot.highest_sequence(), 7);
     }
 
-    #[tokio::test]
-    async fn tombstones_survive_reopen_and_a_merge_that_missed_one_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("catalog.sqlite");
-        let cat = SqliteCatalog::open(&path, CatalogLimits::default()).unwrap();
+    /// A catalog at `path` with table `db.cpu` (tag `host`) and one file of WAL entries 1-4.
+    async fn cpu_with_one_file(
+        path: &std::path::Path,
+    ) -> (SqliteCatalog, TableId, Vec<ParquetFile>) {
+        let cat = SqliteCatalog::open(path, CatalogLimits::default()).unwrap();
         let snap = cat
             .apply(changes("db", "cpu", &[("host", ColumnType::Tag)]))
             .await
             .unwrap();
         let table = snap.database("db").unwrap().table("cpu").unwrap().id;
-        let inputs = cat
+        let files = cat
             .add_parquet_files(vec![file(table, "db/cpu/2016-01-01/a.parquet", (1, 4))])
             .await
             .unwrap();
+        (cat, table, files)
+    }
+
+    #[tokio::test]
+    async fn tombstones_survive_reopen_and_a_merge_that_missed_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.sqlite");
+        let (cat, table, inputs) = cpu_with_one_file(&path).await;
         let delete = NewTombstone {
             min_time_ns: 0,
             max_time_ns: 10,
@@ -1559,16 +1567,7 @@ mod tests {
     async fn a_tombstone_is_retired_once_no_file_and_no_wal_entry_needs_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("catalog.sqlite");
-        let cat = SqliteCatalog::open(&path, CatalogLimits::default()).unwrap();
-        let snap = cat
-            .apply(changes("db", "cpu", &[("host", ColumnType::Tag)]))
-            .await
-            .unwrap();
-        let table = snap.database("db").unwrap().table("cpu").unwrap().id;
-        let old = cat
-            .add_parquet_files(vec![file(table, "db/cpu/2016-01-01/a.parquet", (1, 4))])
-            .await
-            .unwrap();
+        let (cat, table, old) = cpu_with_one_file(&path).await;
         let delete = NewTombstone {
             min_time_ns: 0,
             max_time_ns: 10,

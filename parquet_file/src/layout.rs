@@ -296,9 +296,7 @@ mod tests {
 
         // Batches of many rows (the per-value path), and of 3 rows over a 90-value dictionary
         // (the row-by-row path), across page and row-group boundaries.
-        let cuts: Vec<(usize, usize)> = [(0, 20_000), (20_000, 3), (20_003, 3), (20_006, 29_994)]
-            .into_iter()
-            .collect();
+        let cuts = [(0, 20_000), (20_000, 3), (20_003, 3), (20_006, 29_994)];
         let pieces = |array: &ArrayRef| -> Vec<ArrayRef> {
             cuts.iter()
                 .map(|&(start, len)| array.slice(start, len))
