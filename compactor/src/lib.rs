@@ -23,6 +23,7 @@
 mod gc;
 mod merge;
 mod plan;
+mod series_merge;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -6,14 +6,15 @@
 //!   Parquet scan (one sorted stream per file, + __chunk_order = the file's highest sequence)
 //!     -> FilterExec (time in the slice, rows not range-deleted), only for files that
 //!        reach outside the slice or have range-deleted rows      order kept
-//!     -> SortPreservingMergeExec (tags, time, __chunk_order)
-//!     -> DeduplicateExec (last non-null field per key wins)
-//!     -> drop __chunk_order -> Parquet writer -> object store
+//!     -> SeriesMerge (tags, time, __chunk_order; drops __chunk_order)
+//!     -> Deduplicator (last non-null field per key wins), only where files overlap in time
+//!     -> Parquet writer -> object store
 //! ```
 //!
 //! Everything streams: memory holds a batch per input file, the merge's cursors and the
 //! writer's current row group, never a partition. The query memory pool of the compactor's own
-//! runtime (`--compaction-mem-limit`) bounds the operators.
+//! runtime (`--compaction-mem-limit`) holds the merge's input batches and the output file, which
+//! is built in memory before its upload.
 
 use std::sync::Arc;
 
@@ -26,23 +27,22 @@ use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema as ScanSchema;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
+use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::{BinaryExpr, col, lit};
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::filter::FilterExec;
-use datafusion::physical_plan::projection::ProjectionExec;
-use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::union::UnionExec;
-use datafusion::physical_plan::{ExecutionPlan, execute_stream};
-use dedup::{CHUNK_ORDER, DeduplicateExec, partitioned_file, sort_ordering, surviving_rows};
-use futures::StreamExt;
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
+use dedup::{CHUNK_ORDER, Deduplicator, partitioned_file, sort_ordering, surviving_rows};
 use object_store::path::Path;
 use parquet_file::{ObjectStorage, PartitionWriter};
 
 use crate::CompactionError;
 use crate::plan::{CompactionPlan, time_slices};
+use crate::series_merge::{SeriesMerge, SortKey};
 
 /// Writes the merged partition of `plan` as files (uploaded, not yet recorded) and describes
 /// them. On error, objects already uploaded are returned for removal in the error's place.
@@ -82,15 +82,19 @@ async fn write_slice(
     task: Arc<TaskContext>,
     slice: (i64, i64),
 ) -> Result<Option<NewParquetFile>, CompactionError> {
-    let merged = merge_plan(plan, store_url, slice).map_err(CompactionError::Plan)?;
-    let schema = merged.schema();
+    let inputs = sorted_inputs(plan, store_url, slice).map_err(CompactionError::Plan)?;
+    let schema = plan.table.arrow_schema();
+    let mut merged = merged_rows(plan, inputs, &schema, Arc::clone(&task))
+        .await
+        .map_err(CompactionError::Plan)?;
+    // The output is built in memory before its upload: it counts against the limit too.
+    let output_memory = MemoryConsumer::new("the compaction output (raise --compaction-mem-limit)")
+        .register(task.memory_pool());
     let sort_key = Arc::clone(&plan.table.sort_key);
-    let mut stream = execute_stream(merged, task).map_err(CompactionError::Plan)?;
     let mut writer = PartitionWriter::try_new(Arc::clone(&schema), &sort_key)
         .map_err(CompactionError::Parquet)?;
     let (mut rows, mut min_time, mut max_time) = (0u64, i64::MAX, i64::MIN);
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(CompactionError::Plan)?;
+    while let Some(batch) = merged.next().await.map_err(CompactionError::Plan)? {
         if batch.num_rows() == 0 {
             continue;
         }
@@ -100,6 +104,9 @@ async fn write_slice(
         rows += batch.num_rows() as u64;
         // Encoding is CPU work; it runs on the compactor's own thread (see `Compactor`).
         writer.write(&batch).map_err(CompactionError::Parquet)?;
+        output_memory
+            .try_resize(writer.memory_size())
+            .map_err(CompactionError::Plan)?;
     }
     if rows == 0 {
         return Ok(None);
@@ -151,27 +158,101 @@ fn time_range(batch: &RecordBatch) -> Result<(i64, i64), CompactionError> {
     Ok((lo, hi))
 }
 
-/// The plan that yields the partition's rows in `slice`, merged and deduplicated, in the
-/// table's schema.
-fn merge_plan(
+/// The partition's rows in `slice`, merged in key order and deduplicated where files overlap,
+/// in the table's schema.
+struct MergedRows {
+    merge: SeriesMerge,
+    /// `None` when no two input files overlap in time: every file holds one row per key, so
+    /// rows of different files cannot share a key.
+    dedup: Option<Deduplicator>,
+}
+
+impl MergedRows {
+    async fn next(&mut self) -> Result<Option<RecordBatch>> {
+        loop {
+            let Some(batch) = self.merge.next_batch().await? else {
+                return match &mut self.dedup {
+                    Some(dedup) => dedup.finish(),
+                    None => Ok(None),
+                };
+            };
+            match &mut self.dedup {
+                None => return Ok(Some(batch)),
+                Some(dedup) => {
+                    if let Some(batch) = dedup.push(batch)? {
+                        return Ok(Some(batch));
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn merged_rows(
+    plan: &CompactionPlan,
+    inputs: SortedInputs,
+    schema: &SchemaRef,
+    task: Arc<TaskContext>,
+) -> Result<MergedRows> {
+    let index = |name: &str| inputs.plan.schema().index_of(name);
+    let key = SortKey {
+        tags: plan
+            .table
+            .sorted_tags()
+            .into_iter()
+            .map(index)
+            .collect::<Result<_, _>>()?,
+        time: index(TIME_COLUMN)?,
+        chunk_order: index(CHUNK_ORDER)?,
+    };
+    let mut key_columns = key.tags.clone();
+    key_columns.push(key.time);
+    let streams = (0..inputs.plan.output_partitioning().partition_count())
+        .map(|partition| inputs.plan.execute(partition, Arc::clone(&task)))
+        .collect::<Result<Vec<_>>>()?;
+    let reservation = MemoryConsumer::new("the compaction merge (raise --compaction-mem-limit)")
+        .register(task.memory_pool());
+    let merge = SeriesMerge::try_new(
+        streams,
+        &inputs.plan.schema(),
+        key,
+        Arc::clone(schema),
+        task.session_config().batch_size(),
+        reservation,
+    )
+    .await?;
+    let dedup = inputs
+        .overlap
+        .then(|| Deduplicator::new(Arc::clone(schema), key_columns));
+    Ok(MergedRows { merge, dedup })
+}
+
+/// The partition's files that hold rows in a slice: one partition of `plan` per file, each
+/// sorted by (tags, time), with [`CHUNK_ORDER`] appended to the table's columns.
+struct SortedInputs {
+    plan: Arc<dyn ExecutionPlan>,
+    /// Whether two of the files overlap in time (and so may hold the same key).
+    overlap: bool,
+}
+
+fn sorted_inputs(
     plan: &CompactionPlan,
     store_url: &ObjectStoreUrl,
     (lo, hi): (i64, i64),
-) -> Result<Arc<dyn ExecutionPlan>> {
+) -> Result<SortedInputs> {
     let schema: SchemaRef = plan.table.arrow_schema();
     let order_field = Arc::new(Field::new(CHUNK_ORDER, DataType::Int64, false));
     let mut fields: Vec<Arc<Field>> = schema.fields().iter().cloned().collect();
     fields.push(Arc::clone(&order_field));
     let full_schema = Arc::new(Schema::new(fields));
 
-    let mut key: Vec<String> = plan
+    let mut ordering_names: Vec<String> = plan
         .table
         .sorted_tags()
         .into_iter()
         .map(str::to_owned)
         .collect();
-    key.push(TIME_COLUMN.to_owned());
-    let mut ordering_names = key.clone();
+    ordering_names.push(TIME_COLUMN.to_owned());
     ordering_names.push(CHUNK_ORDER.to_owned());
     let ordering = sort_ordering(ordering_names.iter().map(String::as_str), &full_schema)?;
 
@@ -214,7 +295,10 @@ fn merge_plan(
             .push(FileGroup::new(vec![file]));
     }
     if by_filter.is_empty() {
-        return Ok(Arc::new(EmptyExec::new(schema)));
+        return Ok(SortedInputs {
+            plan: Arc::new(EmptyExec::new(full_schema)),
+            overlap: false,
+        });
     }
     let mut scans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
     for ((straddles, deleted), groups) in by_filter {
@@ -245,21 +329,23 @@ fn merge_plan(
             None => scan,
         });
     }
-    let filtered = if scans.len() == 1 {
+    let plan_inputs = if scans.len() == 1 {
         scans.pop().expect("one scan")
     } else {
         UnionExec::try_new(scans)?
     };
-    let merged = Arc::new(SortPreservingMergeExec::new(ordering.clone(), filtered));
-    let key_columns = key
+    Ok(SortedInputs {
+        plan: plan_inputs,
+        overlap: files_overlap(&plan.inputs),
+    })
+}
+
+/// Whether any two of `files` share an instant.
+fn files_overlap(files: &[catalog::ParquetFile]) -> bool {
+    let mut ranges: Vec<(i64, i64)> = files
         .iter()
-        .map(|name| full_schema.index_of(name))
-        .collect::<Result<Vec<_>, _>>()?;
-    let deduplicated = Arc::new(DeduplicateExec::new(merged, ordering, key_columns));
-    let columns = schema
-        .fields()
-        .iter()
-        .map(|f| Ok((col(f.name(), &full_schema)?, f.name().clone())))
-        .collect::<Result<Vec<(Arc<dyn PhysicalExpr>, String)>>>()?;
-    Ok(Arc::new(ProjectionExec::try_new(columns, deduplicated)?))
+        .map(|f| (f.file.min_time_ns, f.file.max_time_ns))
+        .collect();
+    ranges.sort_unstable();
+    ranges.windows(2).any(|w| w[1].0 <= w[0].1)
 }

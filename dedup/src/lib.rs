@@ -5,7 +5,7 @@
 //! [`DeduplicateExec`] reads one stream sorted by (primary key, [`CHUNK_ORDER`]) and keeps one
 //! row per key whose every field is the last non-null value in chunk order: the same rule the
 //! ingester applies inside the buffer (a later write overwrites the fields it names). It
-//! streams: only the rows of the last key of a batch wait for the next batch.
+//! streams: each batch waits only for the next one, which may continue its last key.
 //!
 //! Filters on fields must not be evaluated below it (an older version of a row could survive
 //! where the newer one was filtered out); it keeps the default `gather_filters_for_pushdown`,
@@ -248,49 +248,55 @@ fn tag_changes(key: &ArrayRef, rows: usize) -> Option<BooleanArray> {
     Some(BooleanArray::new(changes, None))
 }
 
-/// The state of one deduplicating stream: the rows of the last key seen, which the next batch
-/// may continue.
-struct Deduplicator {
+/// The state of one deduplicating stream (sorted by key columns, then [`CHUNK_ORDER`]).
+///
+/// Each batch is deduplicated on its own, then held back until the next one shows whether its
+/// last key goes on there: only then are rows copied, so input without duplicates passes
+/// through as slices of itself (a carried row joined to every next batch copied them all).
+pub struct Deduplicator {
     schema: SchemaRef,
     key_columns: Vec<usize>,
-    carry: Option<RecordBatch>,
+    held: Option<RecordBatch>,
 }
 
 impl Deduplicator {
-    fn new(schema: SchemaRef, key_columns: Vec<usize>) -> Self {
+    pub fn new(schema: SchemaRef, key_columns: Vec<usize>) -> Self {
         Self {
             schema,
             key_columns,
-            carry: None,
+            held: None,
         }
     }
 
     /// Takes the next input batch; returns the merged rows of every key that is complete.
-    fn push(&mut self, batch: RecordBatch) -> Result<Option<RecordBatch>> {
+    pub fn push(&mut self, batch: RecordBatch) -> Result<Option<RecordBatch>> {
         if batch.num_rows() == 0 {
             return Ok(None);
         }
-        let batch = match self.carry.take() {
-            Some(carry) => concat_batches(&self.schema, [&carry, &batch])?,
-            None => batch,
-        };
         let starts = self.run_starts(&batch)?;
-        let last = *starts.last().expect("a non-empty batch has a run");
-        self.carry = Some(batch.slice(last, batch.num_rows() - last));
-        if last == 0 {
+        let mut batch = self.merge_runs(&batch, &starts, batch.num_rows())?;
+        let Some(held) = self.held.take() else {
+            self.held = Some(batch);
             return Ok(None);
-        }
-        self.merge_runs(&batch, &starts[..starts.len() - 1], last)
-            .map(Some)
+        };
+        let last = held.num_rows() - 1;
+        let pair = concat_batches(&self.schema, [&held.slice(last, 1), &batch.slice(0, 1)])?;
+        let out = if self.run_starts(&pair)?.len() == 1 {
+            // The held batch's last key goes on here: its two rows become one, older first.
+            let merged = self.merge_runs(&pair, &[0], 2)?;
+            let rest = batch.slice(1, batch.num_rows() - 1);
+            batch = concat_batches(&self.schema, [&merged, &rest])?;
+            (last > 0).then(|| held.slice(0, last))
+        } else {
+            Some(held)
+        };
+        self.held = Some(batch);
+        Ok(out)
     }
 
-    /// Merges the rows of the last key (end of input).
-    fn finish(&mut self) -> Result<Option<RecordBatch>> {
-        let Some(carry) = self.carry.take() else {
-            return Ok(None);
-        };
-        let starts = self.run_starts(&carry)?;
-        self.merge_runs(&carry, &starts, carry.num_rows()).map(Some)
+    /// The rows still held (end of input).
+    pub fn finish(&mut self) -> Result<Option<RecordBatch>> {
+        Ok(self.held.take())
     }
 
     /// Row indices where a new key starts.
@@ -443,6 +449,21 @@ mod tests {
              | b    | 1    |     | 20.0 | 3             |\n\
              +------+------+-----+------+---------------+"
         );
+    }
+
+    #[test]
+    fn batches_without_duplicates_pass_through_uncopied() {
+        let first = batch(&[("a", 1, Some(1.0), None, 1), ("b", 1, Some(2.0), None, 2)]);
+        let second = batch(&[("c", 1, Some(3.0), None, 1)]);
+        let mut d = Deduplicator::new(schema(), vec![0, 1]);
+        assert!(
+            d.push(first.clone()).unwrap().is_none(),
+            "held until the next batch"
+        );
+        let out = d.push(second.clone()).unwrap().unwrap();
+        let values = |b: &RecordBatch| b.column(2).to_data().buffers()[0].as_ptr();
+        assert_eq!(values(&out), values(&first));
+        assert_eq!(values(&d.finish().unwrap().unwrap()), values(&second));
     }
 
     #[test]

@@ -103,6 +103,11 @@ impl PartitionWriter {
         self.writer.write(batch)
     }
 
+    /// Bytes held: the encoded file so far and the row group being written.
+    pub fn memory_size(&self) -> usize {
+        self.writer.inner().len() + self.writer.memory_size()
+    }
+
     /// The file's bytes.
     pub fn finish(self) -> Result<Vec<u8>> {
         // `into_inner` flushes the last row group and writes the footer once.
