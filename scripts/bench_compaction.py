@@ -29,6 +29,7 @@ Targets: after compaction every query within 10 % of the single-file layout; com
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import shutil
@@ -233,6 +234,7 @@ def main() -> int:
         t = time.monotonic()
         events = wait_compacted(server, 600)
         wall = time.monotonic() - t
+        cpu = compactor_cpu_seconds(server.pid)
         ok_events = [e for e in events if not e.get("error")]
         rows_in = sum(int(e["rows_in"]) for e in ok_events)
         bytes_in = sum(int(e["bytes_in"]) for e in ok_events)
@@ -250,6 +252,8 @@ def main() -> int:
             "wall_seconds_until_done": wall,
             "rows_per_s": rows_in / (busy_ms / 1e3) if busy_ms else None,
             "mb_per_s": bytes_in / 1e6 / (busy_ms / 1e3) if busy_ms else None,
+            "compactor_cpu_seconds": cpu,
+            "rows_per_cpu_s": rows_in / cpu if cpu else None,
             "rss_at_start_mib": rss_start,
             "peak_rss_mib": server.peak_rss_mib(),
         }
@@ -298,6 +302,20 @@ def main() -> int:
     return 1 if bad else 0
 
 
+def compactor_cpu_seconds(pid: int) -> float | None:
+    """CPU time of the server's `compactor` thread (schedstat: nanoseconds on a CPU)."""
+    for task in glob.glob(f"/proc/{pid}/task/*"):
+        try:
+            with open(f"{task}/comm") as f:
+                if f.read().strip() != "compactor":
+                    continue
+            with open(f"{task}/schedstat") as f:
+                return int(f.read().split()[0]) / 1e9
+        except OSError:
+            continue
+    return None
+
+
 def print_report(r: dict) -> None:
     c = r["compaction"]
     print()
@@ -312,6 +330,10 @@ def print_report(r: dict) -> None:
     print(f"  {rate / 1e6:.2f} M rows/s, {c['mb_per_s'] or 0:.1f} MB/s (target >= 1 M rows/s: "
           f"{'met' if rate >= 1e6 else 'missed'}); server RSS {c['rss_at_start_mib']:.0f} MiB at start, "
           f"peak {c['peak_rss_mib']:.0f} MiB")
+    if c.get("compactor_cpu_seconds"):
+        print(f"  CPU of the compactor thread since start: {c['compactor_cpu_seconds']:.2f} s, "
+              f"{c['rows_per_cpu_s'] / 1e6:.2f} M rows per CPU-second (the rest of the compactor "
+              f"time waits for the object store)")
     print()
     print("Median ms over HTTP format=parquet. `compacted` is a fresh server on the compacted data (as the")
     print("single-file reference is); `same process` is the server that just compacted, before a restart.")

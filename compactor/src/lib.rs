@@ -57,8 +57,7 @@ pub const DEFAULT_RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_GC_GRACE_PERIOD: Duration = Duration::from_secs(3600);
 
 /// Rows per batch the merge reads from each input and writes. The merge holds one batch per
-/// input, but builds each output batch from dictionaries of many inputs at a cost per batch:
-/// with 100 inputs, 2,048-row batches spent a quarter of the CPU there (profiled).
+/// input (100 inputs of 4,096 rows of the TSBS table: ~65 MB).
 const MERGE_BATCH_ROWS: usize = 4096;
 /// Memory budgeted per input file of a merge; `--compaction-mem-limit` divided by it caps how
 /// many files one compaction takes.

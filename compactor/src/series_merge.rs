@@ -340,12 +340,9 @@ impl PendingBatch {
         let Some(dictionaries) = dictionaries else {
             return self.copy_column(column);
         };
-        // Output key of each source's dictionary key, filled as slices use them: a value is
-        // hashed once per source, not once per slice.
-        let mut known: Vec<Vec<Option<i32>>> = dictionaries
-            .iter()
-            .map(|(_, values)| vec![None; values.len()])
-            .collect();
+        // Output key of each (source, dictionary key) seen: a value is hashed once per source
+        // that holds it, not once per slice.
+        let mut known: HashMap<(usize, usize), i32> = HashMap::new();
         let mut index: HashMap<&str, i32> = HashMap::new();
         let mut values = StringBuilder::new();
         let mut keys: Vec<i32> = Vec::with_capacity(self.rows);
@@ -357,11 +354,11 @@ impl PendingBatch {
                 .then(|| source_keys.value(s.start) as usize)
                 .filter(|&k| source_values.is_valid(k));
             let Some(source_key) = source_key else {
-                keys.extend(std::iter::repeat_n(0, s.len));
+                keys.resize(keys.len() + s.len, 0);
                 nulls.append_n_nulls(s.len);
                 continue;
             };
-            let key = *known[s.source][source_key].get_or_insert_with(|| {
+            let key = *known.entry((s.source, source_key)).or_insert_with(|| {
                 let value = source_values.value(source_key);
                 let next_key = index.len() as i32;
                 *index.entry(value).or_insert_with(|| {
@@ -369,7 +366,7 @@ impl PendingBatch {
                     next_key
                 })
             });
-            keys.extend(std::iter::repeat_n(key, s.len));
+            keys.resize(keys.len() + s.len, key);
             nulls.append_n_non_nulls(s.len);
         }
         let keys = PrimitiveArray::<Int32Type>::new(keys.into(), nulls.finish());
