@@ -176,13 +176,15 @@ impl MergedRows {
                     None => Ok(None),
                 };
             };
+            // Rows pass as they are until the merge meets a key twice (files that share only
+            // the instant at their edges, like consecutive persists, rarely do).
             match &mut self.dedup {
-                None => return Ok(Some(batch)),
-                Some(dedup) => {
+                Some(dedup) if self.merge.repeated_key() => {
                     if let Some(batch) = dedup.push(batch)? {
                         return Ok(Some(batch));
                     }
                 }
+                _ => return Ok(Some(batch)),
             }
         }
     }

@@ -55,6 +55,8 @@ pub(crate) struct SeriesMerge {
     output: SchemaRef,
     batch_rows: usize,
     pending: PendingBatch,
+    /// Whether two inputs held rows of one key among the rows taken so far.
+    repeated_key: bool,
     /// Holds the bytes of every input's current batch, and of earlier ones the pending output
     /// still takes rows from, against `--compaction-mem-limit`.
     reservation: MemoryReservation,
@@ -124,6 +126,7 @@ impl SeriesMerge {
             output,
             batch_rows,
             pending: PendingBatch::default(),
+            repeated_key: false,
             reservation,
         };
         // The inputs' first reads wait for the object store: issue them all at once.
@@ -159,6 +162,14 @@ impl SeriesMerge {
         Ok(Some(batch))
     }
 
+    /// Whether a key was found in two inputs among the rows of the batches returned so far.
+    /// Until it is, every key of those batches is unique (an input holds a key once): the
+    /// first row of a key found twice is taken when the other input's row is the next head,
+    /// so the batch holding it is returned after this turns true.
+    pub(crate) fn repeated_key(&self) -> bool {
+        self.repeated_key
+    }
+
     /// Takes from the first input the rows that sort before every other input's head.
     async fn take_slice(&mut self) -> Result<()> {
         let top = self.heap[0];
@@ -178,7 +189,12 @@ impl SeriesMerge {
                 let before = cursor.times[cursor.row..run_end]
                     .partition_point(|&t| t < time || (t == time && mine < order));
                 // The head sorts first, so at least it goes.
-                before.max(1)
+                let len = before.max(1);
+                if cursor.times[cursor.row + len - 1] == time {
+                    // The last row taken and the next input's head share a key.
+                    self.repeated_key = true;
+                }
+                len
             }
             _ => run_end - cursor.row,
         };
@@ -470,6 +486,14 @@ mod tests {
         inputs: Vec<Vec<RecordBatch>>,
         batch_rows: usize,
     ) -> Vec<(Option<String>, String, i64, f64)> {
+        merge_and_flag(inputs, batch_rows).0
+    }
+
+    /// [`merge`], and whether the merge said a key repeated.
+    fn merge_and_flag(
+        inputs: Vec<Vec<RecordBatch>>,
+        batch_rows: usize,
+    ) -> (Vec<(Option<String>, String, i64, f64)>, bool) {
         let pool: Arc<dyn MemoryPool> = Arc::new(UnboundedMemoryPool::default());
         let key = SortKey {
             tags: vec![0, 1],
@@ -524,7 +548,7 @@ mod tests {
                     ));
                 }
             }
-            rows
+            (rows, merge.repeated_key())
         })
     }
 
@@ -577,7 +601,10 @@ mod tests {
             let want = expected(
                 &inputs.iter().map(|(r, _, o)| (r.clone(), *o)).collect::<Vec<_>>(),
             );
-            prop_assert_eq!(merge(batches, batch_rows), want);
+            let repeated = want.windows(2).any(|w| (&w[0].0, &w[0].1, w[0].2) == (&w[1].0, &w[1].1, w[1].2));
+            let (got, flagged) = merge_and_flag(batches, batch_rows);
+            prop_assert_eq!(got, want);
+            prop_assert_eq!(flagged, repeated, "the merge says a key repeated exactly when one did");
         }
     }
 
