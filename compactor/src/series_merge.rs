@@ -418,6 +418,8 @@ mod tests {
 
     /// (tag a, tag b, time, field) of one row.
     type Row = (Option<&'static str>, &'static str, i64, f64);
+    /// A [`Row`] as read back from the merge's output.
+    type OutRow = (Option<String>, String, i64, f64);
 
     fn tag() -> DataType {
         DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8))
@@ -482,18 +484,12 @@ mod tests {
     }
 
     /// Merges `inputs` (each a list of batches) and reads the output back as rows.
-    fn merge(
-        inputs: Vec<Vec<RecordBatch>>,
-        batch_rows: usize,
-    ) -> Vec<(Option<String>, String, i64, f64)> {
+    fn merge(inputs: Vec<Vec<RecordBatch>>, batch_rows: usize) -> Vec<OutRow> {
         merge_and_flag(inputs, batch_rows).0
     }
 
     /// [`merge`], and whether the merge said a key repeated.
-    fn merge_and_flag(
-        inputs: Vec<Vec<RecordBatch>>,
-        batch_rows: usize,
-    ) -> (Vec<(Option<String>, String, i64, f64)>, bool) {
+    fn merge_and_flag(inputs: Vec<Vec<RecordBatch>>, batch_rows: usize) -> (Vec<OutRow>, bool) {
         let pool: Arc<dyn MemoryPool> = Arc::new(UnboundedMemoryPool::default());
         let key = SortKey {
             tags: vec![0, 1],
@@ -554,7 +550,7 @@ mod tests {
 
     /// What the merge must produce: every row of every input, sorted by (a nulls first, b,
     /// time, chunk order).
-    fn expected(inputs: &[(Vec<Row>, i64)]) -> Vec<(Option<String>, String, i64, f64)> {
+    fn expected(inputs: &[(Vec<Row>, i64)]) -> Vec<OutRow> {
         let mut all: Vec<(Row, i64)> = inputs
             .iter()
             .flat_map(|(rows, order)| rows.iter().map(move |r| (*r, *order)))
