@@ -72,8 +72,9 @@ struct Cursor {
 struct InputBatch {
     batch: RecordBatch,
     times: ScalarBuffer<i64>,
-    /// The series (tag values) of each run, comparable across inputs.
-    series: Rows,
+    /// The series (tag values) of each run, comparable across inputs; `None` for a table
+    /// without tags, whose rows are all one series.
+    series: Option<Rows>,
     /// Exclusive end row of each run.
     run_ends: Vec<usize>,
     run: usize,
@@ -255,7 +256,10 @@ impl SeriesMerge {
             .iter()
             .map(|&i| take(batch.column(i), &run_starts, None))
             .collect::<Result<Vec<_>, _>>()?;
-        let series = self.converter.convert_columns(&heads)?;
+        let series = match heads.is_empty() {
+            true => None,
+            false => Some(self.converter.convert_columns(&heads)?),
+        };
         let times = batch
             .column(self.key.time)
             .as_primitive_opt::<TimestampNanosecondType>()
@@ -281,17 +285,22 @@ impl SeriesMerge {
     }
 
     fn same_series(&self, a: usize, b: usize) -> bool {
+        self.series_cmp(a, b) == Ordering::Equal
+    }
+
+    fn series_cmp(&self, a: usize, b: usize) -> Ordering {
         let (x, y) = (&self.cursors[a].at, &self.cursors[b].at);
-        x.series.row(x.run) == y.series.row(y.run)
+        match (&x.series, &y.series) {
+            (Some(xs), Some(ys)) => xs.row(x.run).cmp(&ys.row(y.run)),
+            _ => Ordering::Equal,
+        }
     }
 
     /// Whether input `a`'s head sorts before input `b`'s: by series, time, chunk order, then
     /// input index (any fixed tie-break keeps the merge deterministic).
     fn head_less(&self, a: usize, b: usize) -> bool {
         let (x, y) = (&self.cursors[a].at, &self.cursors[b].at);
-        x.series
-            .row(x.run)
-            .cmp(&y.series.row(y.run))
+        self.series_cmp(a, b)
             .then(x.times[x.row].cmp(&y.times[y.row]))
             .then((x.chunk_order, a).cmp(&(y.chunk_order, b)))
             == Ordering::Less
@@ -621,6 +630,60 @@ mod tests {
         let x = |t| (Some("x".to_string()), t);
         let y = |t| (Some("y".to_string()), t);
         assert_eq!(times, [x(1), x(2), x(3), y(1), y(2), y(3)]);
+    }
+
+    #[test]
+    fn a_table_without_tags_merges_by_time() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(
+                "time",
+                DataType::Timestamp(arrow::datatypes::TimeUnit::Nanosecond, None),
+                false,
+            ),
+            Field::new("__chunk_order", DataType::Int64, false),
+        ]));
+        let input = |times: Vec<i64>, order: i64| -> SendableRecordBatchStream {
+            let n = times.len();
+            let batch = RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![
+                    Arc::new(TimestampNanosecondArray::from(times)),
+                    Arc::new(Int64Array::from(vec![order; n])),
+                ],
+            )
+            .unwrap();
+            Box::pin(RecordBatchStreamAdapter::new(
+                Arc::clone(&schema),
+                futures::stream::iter([Ok(batch)]),
+            ))
+        };
+        let output = Arc::new(Schema::new(vec![schema.field(0).clone()]));
+        let pool: Arc<dyn MemoryPool> = Arc::new(UnboundedMemoryPool::default());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (times, repeated) = runtime.block_on(async {
+            let mut merge = SeriesMerge::try_new(
+                vec![input(vec![1, 4, 6], 1), input(vec![2, 4, 5], 2)],
+                &schema,
+                SortKey {
+                    tags: vec![],
+                    time: 0,
+                    chunk_order: 1,
+                },
+                output,
+                100,
+                MemoryConsumer::new("test").register(&pool),
+            )
+            .await
+            .unwrap();
+            let batch = merge.next_batch().await.unwrap().unwrap();
+            assert!(merge.next_batch().await.unwrap().is_none());
+            let times = batch.column(0).as_primitive::<TimestampNanosecondType>();
+            (times.values().to_vec(), merge.repeated_key())
+        });
+        assert_eq!(times, [1, 2, 4, 4, 5, 6]);
+        assert!(repeated, "time 4 is in both inputs");
     }
 
     #[test]
