@@ -25,8 +25,8 @@ use arrow::array::{
     RecordBatch, StringBuilder, UInt32Array, make_array,
 };
 use arrow::buffer::ScalarBuffer;
-use arrow::compute::take;
-use arrow::datatypes::{Int32Type, Int64Type, SchemaRef, TimestampNanosecondType};
+use arrow::compute::{cast, take};
+use arrow::datatypes::{DataType, Int32Type, Int64Type, SchemaRef, TimestampNanosecondType};
 use arrow::row::{RowConverter, Rows, SortField};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SendableRecordBatchStream;
@@ -45,7 +45,8 @@ pub(crate) struct SortKey {
     pub(crate) chunk_order: usize,
 }
 
-/// Merges sorted inputs into one sorted stream of batches of about `batch_rows` rows.
+/// Merges sorted inputs into one sorted stream of batches of at least `batch_rows` rows (but
+/// the last), more by up to one run: a run is taken whole where it can be.
 pub(crate) struct SeriesMerge {
     cursors: Vec<Cursor>,
     /// Indices into `cursors` of the inputs not yet exhausted: a binary min-heap by head.
@@ -117,15 +118,22 @@ impl SeriesMerge {
         let fields = key
             .tags
             .iter()
-            .map(|&i| SortField::new(input_schema.field(i).data_type().clone()))
+            .map(|&i| SortField::new(plain_type(input_schema.field(i).data_type())))
             .collect();
+        if key.chunk_order + 1 != input_schema.fields().len()
+            || output.fields()[..] != input_schema.fields()[..key.chunk_order]
+        {
+            return Err(internal(
+                "the output must be the inputs' columns but the last, the chunk order",
+            ));
+        }
         let mut merge = Self {
             cursors: Vec::with_capacity(inputs.len()),
             heap: Vec::with_capacity(inputs.len()),
             key,
             converter: RowConverter::new(fields)?,
             output,
-            batch_rows,
+            batch_rows: batch_rows.max(1),
             pending: PendingBatch::default(),
             repeated_key: false,
             reservation,
@@ -163,10 +171,10 @@ impl SeriesMerge {
         Ok(Some(batch))
     }
 
-    /// Whether a key was found in two inputs among the rows of the batches returned so far.
-    /// Until it is, every key of those batches is unique (an input holds a key once): the
-    /// first row of a key found twice is taken when the other input's row is the next head,
-    /// so the batch holding it is returned after this turns true.
+    /// Whether a key was found in two inputs among the rows taken so far. While it is not,
+    /// every key of the batches returned is unique (an input holds a key once): the first row
+    /// of a key found twice is taken when the other input's row is the next head, so the
+    /// batch holding it is returned after this turns true.
     pub(crate) fn repeated_key(&self) -> bool {
         self.repeated_key
     }
@@ -190,6 +198,7 @@ impl SeriesMerge {
                 let before = cursor.times[cursor.row..run_end]
                     .partition_point(|&t| t < time || (t == time && mine < order));
                 // The head sorts first, so at least it goes.
+                debug_assert!(before >= 1, "the merge's heap lost its order");
                 let len = before.max(1);
                 if cursor.times[cursor.row + len - 1] == time {
                     // The last row taken and the next input's head share a key.
@@ -254,7 +263,11 @@ impl SeriesMerge {
             .key
             .tags
             .iter()
-            .map(|&i| take(batch.column(i), &run_starts, None))
+            .map(|&i| {
+                let heads = take(batch.column(i), &run_starts, None)?;
+                // As plain strings: the row format would encode a dictionary's every value.
+                cast(&heads, &plain_type(heads.data_type()))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let series = match heads.is_empty() {
             true => None,
@@ -410,6 +423,14 @@ async fn next_non_empty(stream: &mut SendableRecordBatchStream) -> Result<Option
         }
     }
     Ok(None)
+}
+
+/// The type of a dictionary's values, or `data_type` itself.
+fn plain_type(data_type: &DataType) -> DataType {
+    match data_type {
+        DataType::Dictionary(_, values) => values.as_ref().clone(),
+        other => other.clone(),
+    }
 }
 
 fn internal(message: &str) -> DataFusionError {
