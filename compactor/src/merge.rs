@@ -84,7 +84,7 @@ async fn write_slice(
 ) -> Result<Option<NewParquetFile>, CompactionError> {
     let inputs = sorted_inputs(plan, store_url, slice).map_err(CompactionError::Plan)?;
     let schema = plan.table.arrow_schema();
-    let mut merged = merged_rows(plan, inputs, &schema, Arc::clone(&task))
+    let mut merged = merged_rows(inputs, &schema, Arc::clone(&task))
         .await
         .map_err(CompactionError::Plan)?;
     // The output is built in memory before its upload: it counts against the limit too.
@@ -191,22 +191,11 @@ impl MergedRows {
 }
 
 async fn merged_rows(
-    plan: &CompactionPlan,
     inputs: SortedInputs,
     schema: &SchemaRef,
     task: Arc<TaskContext>,
 ) -> Result<MergedRows> {
-    let index = |name: &str| inputs.plan.schema().index_of(name);
-    let key = SortKey {
-        tags: plan
-            .table
-            .sorted_tags()
-            .into_iter()
-            .map(index)
-            .collect::<Result<_, _>>()?,
-        time: index(TIME_COLUMN)?,
-        chunk_order: index(CHUNK_ORDER)?,
-    };
+    let key = inputs.key;
     let mut key_columns = key.tags.clone();
     key_columns.push(key.time);
     let streams = (0..inputs.plan.output_partitioning().partition_count())
@@ -233,6 +222,8 @@ async fn merged_rows(
 /// sorted by (tags, time), with [`CHUNK_ORDER`] appended to the table's columns.
 struct SortedInputs {
     plan: Arc<dyn ExecutionPlan>,
+    /// Where the columns the files are sorted by are in `plan`'s schema.
+    key: SortKey,
     /// Whether two of the files overlap in time (and so may hold the same key).
     overlap: bool,
 }
@@ -248,15 +239,17 @@ fn sorted_inputs(
     fields.push(Arc::clone(&order_field));
     let full_schema = Arc::new(Schema::new(fields));
 
-    let mut ordering_names: Vec<String> = plan
-        .table
-        .sorted_tags()
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
-    ordering_names.push(TIME_COLUMN.to_owned());
-    ordering_names.push(CHUNK_ORDER.to_owned());
-    let ordering = sort_ordering(ordering_names.iter().map(String::as_str), &full_schema)?;
+    let tags = plan.table.sorted_tags();
+    let names = tags.iter().copied().chain([TIME_COLUMN, CHUNK_ORDER]);
+    let ordering = sort_ordering(names, &full_schema)?;
+    let key = SortKey {
+        tags: tags
+            .iter()
+            .map(|t| full_schema.index_of(t))
+            .collect::<Result<_, _>>()?,
+        time: full_schema.index_of(TIME_COLUMN)?,
+        chunk_order: full_schema.index_of(CHUNK_ORDER)?,
+    };
 
     let time = col(TIME_COLUMN, &full_schema)?;
     let timestamp = |ns: i64| lit(ScalarValue::TimestampNanosecond(Some(ns), None));
@@ -299,6 +292,7 @@ fn sorted_inputs(
     if by_filter.is_empty() {
         return Ok(SortedInputs {
             plan: Arc::new(EmptyExec::new(full_schema)),
+            key,
             overlap: false,
         });
     }
@@ -338,6 +332,7 @@ fn sorted_inputs(
     };
     Ok(SortedInputs {
         plan: plan_inputs,
+        key,
         overlap: files_overlap(&plan.inputs),
     })
 }
