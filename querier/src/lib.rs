@@ -17,6 +17,7 @@ pub mod flight;
 mod last_values;
 mod page_index;
 mod placeholders;
+mod run_aggregate;
 mod system;
 mod table;
 
@@ -35,6 +36,7 @@ use datafusion::execution::context::SQLOptions;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 
@@ -304,7 +306,13 @@ impl Querier {
             // are given to the scan, so no older version of a row can slip through.
             .set_bool("datafusion.execution.parquet.pushdown_filters", true)
             .set_bool("datafusion.execution.parquet.reorder_filters", true);
-        let ctx = SessionContext::new_with_config_rt(config, Arc::clone(&self.runtime));
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(Arc::clone(&self.runtime))
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(run_aggregate::RunPartialAggregation))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         let sql_catalog = MemoryCatalogProvider::new();
         let sources = TableSources {
             buffer: Arc::clone(&self.buffer),
