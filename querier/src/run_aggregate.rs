@@ -5,9 +5,11 @@
 //! DataFusion's partial aggregate hashes the key of every row, and for a dictionary tag it goes
 //! through the row format: 40 % of the CPU of such a query. [`RunPartialAggregateExec`] finds
 //! where the keys change by comparing each row with the one before (vectorised; a dictionary
-//! tag by its keys), looks up the group of the first row of each run only, and hands the
-//! accumulators that group for every row of the run. On input that is not sorted by the group
-//! keys the runs are one row long and the lookup is the same as DataFusion's.
+//! tag by its keys) and looks up the group of the first row of each run only. Min, max, sum,
+//! count and avg then merge one state per run, computed from the run's values at once; other
+//! aggregates are handed the run's group for every row. On input that is not sorted by the
+//! group keys the runs are one row long and the lookup is the same as DataFusion's, and where
+//! groups turn out nearly as many as rows it passes rows on as states, as DataFusion does.
 //!
 //! [`RunPartialAggregation`] puts it in place of a partial `AggregateExec` it can stand in for
 //! exactly: one grouping set, no `DISTINCT`, no ordered aggregates, no `LIMIT` pushed into the
@@ -16,21 +18,26 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, TimestampNanosecondArray, UInt32Array,
+    Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Array, RecordBatch,
+    TimestampNanosecondArray, UInt32Array, UInt64Array,
 };
 use arrow::buffer::BooleanBuffer;
 use arrow::compute::kernels::cmp::distinct;
 use arrow::compute::take;
-use arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampNanosecondType};
+use arrow::datatypes::{
+    DataType, Float64Type, Int64Type, SchemaRef, TimeUnit, TimestampNanosecondType,
+};
 use datafusion::common::ScalarValue;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::error::Result;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::functions::datetime::date_bin::DateBinFunc;
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::expressions::{Column, Literal};
@@ -39,7 +46,7 @@ use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::group_values::{GroupValues, new_group_values};
 use datafusion::physical_plan::aggregates::order::GroupOrdering;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
-use datafusion::physical_plan::execution_plan::EmissionType;
+use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, EmissionType};
 use datafusion::physical_plan::metrics::{
     BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
 };
@@ -60,15 +67,12 @@ impl PhysicalOptimizerRule for RunPartialAggregation {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_up(|node| {
-            let Some(aggregate) = node.downcast_ref::<AggregateExec>() else {
-                return Ok(Transformed::no(node));
-            };
-            match RunPartialAggregateExec::try_from_aggregate(aggregate)? {
+        plan.transform_up(
+            |node| match RunPartialAggregateExec::try_from_aggregate(&node)? {
                 Some(exec) => Ok(Transformed::yes(Arc::new(exec) as Arc<dyn ExecutionPlan>)),
                 None => Ok(Transformed::no(node)),
-            }
-        })
+            },
+        )
         .data()
     }
 
@@ -85,6 +89,8 @@ impl PhysicalOptimizerRule for RunPartialAggregation {
 /// per run of equal keys. See the module documentation.
 #[derive(Debug)]
 pub(crate) struct RunPartialAggregateExec {
+    /// The partial `AggregateExec` this stands in for.
+    aggregate: Arc<dyn ExecutionPlan>,
     input: Arc<dyn ExecutionPlan>,
     /// Group expressions with their output names.
     group_exprs: Vec<(Arc<dyn PhysicalExpr>, String)>,
@@ -99,7 +105,10 @@ pub(crate) struct RunPartialAggregateExec {
 
 impl RunPartialAggregateExec {
     /// The run-based equivalent of `aggregate`, or `None` where it would not compute the same.
-    fn try_from_aggregate(aggregate: &AggregateExec) -> Result<Option<Self>> {
+    fn try_from_aggregate(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Self>> {
+        let Some(aggregate) = plan.downcast_ref::<AggregateExec>() else {
+            return Ok(None);
+        };
         let group_by = aggregate.group_expr();
         let input_schema = aggregate.input().schema();
         let exact = matches!(aggregate.mode(), AggregateMode::Partial)
@@ -125,6 +134,7 @@ impl RunPartialAggregateExec {
             .clone()
             .with_emission_type(EmissionType::Final);
         Ok(Some(Self {
+            aggregate: Arc::clone(plan),
             input: Arc::clone(aggregate.input()),
             group_exprs: group_by.expr().to_vec(),
             aggregates: aggregate.aggr_expr().to_vec(),
@@ -135,16 +145,14 @@ impl RunPartialAggregateExec {
         }))
     }
 
-    fn with_input(&self, input: Arc<dyn ExecutionPlan>) -> Self {
-        Self {
-            input,
-            group_exprs: self.group_exprs.clone(),
-            aggregates: self.aggregates.clone(),
-            filters: self.filters.clone(),
-            group_schema: Arc::clone(&self.group_schema),
-            properties: Arc::clone(&self.properties),
-            metrics: ExecutionPlanMetricsSet::new(),
-        }
+    /// This over `input`, or the aggregate itself where `input` makes this not equivalent.
+    fn with_input(&self, input: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+        let recompute = ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute);
+        let aggregate = Arc::clone(&self.aggregate).replace_children(vec![input], recompute)?;
+        Ok(match Self::try_from_aggregate(&aggregate)? {
+            Some(exec) => Arc::new(exec),
+            None => aggregate,
+        })
     }
 }
 
@@ -215,14 +223,14 @@ impl ExecutionPlan for RunPartialAggregateExec {
         mut children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(self.with_input(children.swap_remove(0))))
+        self.with_input(children.swap_remove(0))
     }
 
     fn with_new_children(
         self: Arc<Self>,
         mut children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(self.with_input(children.swap_remove(0))))
+        self.with_input(children.swap_remove(0))
     }
 
     fn execute(
@@ -236,6 +244,7 @@ impl ExecutionPlan for RunPartialAggregateExec {
             .iter()
             .map(|a| a.create_groups_accumulator())
             .collect::<Result<Vec<_>>>()?;
+        let execution = &context.session_config().options().execution;
         let table = RunGroupTable {
             keys: self
                 .group_exprs
@@ -244,6 +253,12 @@ impl ExecutionPlan for RunPartialAggregateExec {
                 .collect::<Result<_>>()?,
             arguments: self.aggregates.iter().map(|a| a.expressions()).collect(),
             filters: self.filters.clone(),
+            reductions: self
+                .aggregates
+                .iter()
+                .zip(&self.filters)
+                .map(|(a, filter)| RunReduction::of(a, filter.is_some(), &self.input.schema()))
+                .collect::<Result<_>>()?,
             group_values: new_group_values(Arc::clone(&self.group_schema), &GroupOrdering::None)?,
             accumulators,
             run_groups: Vec::new(),
@@ -252,6 +267,12 @@ impl ExecutionPlan for RunPartialAggregateExec {
             reservation: MemoryConsumer::new(format!("RunPartialAggregateExec[{partition}]"))
                 .register(context.memory_pool()),
             runs: MetricBuilder::new(&self.metrics).counter("runs", partition),
+            probe: SkipProbe {
+                rows: execution.skip_partial_aggregation_probe_rows_threshold,
+                ratio: execution.skip_partial_aggregation_probe_ratio_threshold,
+                rows_seen: 0,
+            },
+            passing_through: false,
         };
         let state = RunAggregateStream {
             input,
@@ -321,6 +342,8 @@ struct RunGroupTable {
     /// Each aggregate's argument expressions.
     arguments: Vec<Vec<Arc<dyn PhysicalExpr>>>,
     filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
+    /// Per aggregate, how a run's state is computed at once, where it can be.
+    reductions: Vec<Option<RunReduction>>,
     group_values: Box<dyn GroupValues>,
     accumulators: Vec<Box<dyn GroupsAccumulator>>,
     /// Group index of each run of the current batch.
@@ -331,6 +354,30 @@ struct RunGroupTable {
     schema: SchemaRef,
     reservation: MemoryReservation,
     runs: Count,
+    probe: SkipProbe,
+    /// Groups turned out nearly as many as rows: each row's state goes out as it is, as
+    /// DataFusion's partial aggregate does then (the final aggregate groups them).
+    passing_through: bool,
+}
+
+/// When to stop grouping: DataFusion's `skip_partial_aggregation_probe_*` settings, applied
+/// as it applies them, once, when the rows seen reach the threshold.
+struct SkipProbe {
+    rows: usize,
+    ratio: f64,
+    rows_seen: usize,
+}
+
+impl SkipProbe {
+    /// Counts `rows` more and, the first time the threshold is reached, says whether
+    /// `groups` so far are too many for grouping to pay.
+    fn decide(&mut self, rows: usize, groups: usize) -> bool {
+        if self.rows_seen >= self.rows {
+            return false;
+        }
+        self.rows_seen += rows;
+        self.rows_seen >= self.rows && groups as f64 >= self.ratio * self.rows_seen as f64
+    }
 }
 
 impl RunGroupTable {
@@ -341,6 +388,9 @@ impl RunGroupTable {
         if rows == 0 {
             return Ok(None);
         }
+        if self.passing_through {
+            return self.states_of_rows(batch).map(Some);
+        }
         let keys = self
             .keys
             .iter()
@@ -348,6 +398,8 @@ impl RunGroupTable {
             .collect::<Result<Vec<_>>>()?;
         let starts = run_starts(&keys, rows)?;
         self.runs.add(starts.len());
+        // Runs of four rows or more on average: aggregates that can, merge one state per run.
+        let mut runs: Option<Vec<Range<usize>>> = None;
         if starts.len() == rows {
             let values = keys
                 .iter()
@@ -361,19 +413,69 @@ impl RunGroupTable {
                 .collect::<Result<Vec<_>>>()?;
             self.group_values.intern(&heads, &mut self.run_groups)?;
             self.row_groups.clear();
-            self.row_groups.reserve(rows);
-            let ends = starts.iter().skip(1).map(|&s| s as usize);
-            let mut begin = 0;
-            for (&group, end) in self.run_groups.iter().zip(ends.chain([rows])) {
-                self.row_groups
-                    .extend(std::iter::repeat_n(group, end - begin));
-                begin = end;
+            if starts.len() * 4 <= rows {
+                let ends = starts.iter().skip(1).map(|&s| s as usize).chain([rows]);
+                runs = Some(
+                    starts
+                        .iter()
+                        .zip(ends)
+                        .map(|(&s, e)| s as usize..e)
+                        .collect(),
+                );
             }
         }
         let groups = self.group_values.len();
-        for ((accumulator, arguments), filter) in self
+        for (((accumulator, arguments), filter), reduction) in self
             .accumulators
             .iter_mut()
+            .zip(&self.arguments)
+            .zip(&self.filters)
+            .zip(&self.reductions)
+        {
+            let values = arguments
+                .iter()
+                .map(|expr| expr.evaluate(batch)?.into_array(rows))
+                .collect::<Result<Vec<_>>>()?;
+            if let (Some(runs), Some(reduction)) = (&runs, reduction)
+                && let Some(states) = reduction.states(&values[0], runs)
+            {
+                accumulator.merge_batch(&states, &self.run_groups, groups)?;
+                continue;
+            }
+            if self.row_groups.len() != rows {
+                expand_runs(&self.run_groups, &starts, rows, &mut self.row_groups);
+            }
+            let filter: Option<BooleanArray> = match filter {
+                Some(expr) => Some(expr.evaluate(batch)?.into_array(rows)?.as_boolean().clone()),
+                None => None,
+            };
+            accumulator.update_batch(&values, &self.row_groups, filter.as_ref(), groups)?;
+        }
+        if self.probe.decide(rows, groups) {
+            self.passing_through = true;
+            let states = self.emit()?;
+            self.run_groups = Vec::new();
+            self.row_groups = Vec::new();
+            return Ok(states);
+        }
+        if self.reservation.try_resize(self.memory_size()).is_ok() {
+            return Ok(None);
+        }
+        let states = self.emit()?;
+        self.reservation.try_resize(self.memory_size())?;
+        Ok(states)
+    }
+
+    /// Each row of `batch` as a group of its own: its keys and its accumulator states.
+    fn states_of_rows(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let rows = batch.num_rows();
+        let mut columns = Vec::with_capacity(self.schema.fields().len());
+        for key in &self.keys {
+            columns.push(key.evaluate(batch)?.all()?);
+        }
+        for ((accumulator, arguments), filter) in self
+            .accumulators
+            .iter()
             .zip(&self.arguments)
             .zip(&self.filters)
         {
@@ -385,14 +487,9 @@ impl RunGroupTable {
                 Some(expr) => Some(expr.evaluate(batch)?.into_array(rows)?.as_boolean().clone()),
                 None => None,
             };
-            accumulator.update_batch(&values, &self.row_groups, filter.as_ref(), groups)?;
+            columns.extend(accumulator.convert_to_state(&values, filter.as_ref())?);
         }
-        if self.reservation.try_resize(self.memory_size()).is_ok() {
-            return Ok(None);
-        }
-        let states = self.emit()?;
-        self.reservation.try_resize(self.memory_size())?;
-        Ok(states)
+        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
     }
 
     /// Takes every group's state, leaving the table empty.
@@ -414,6 +511,113 @@ impl RunGroupTable {
         self.group_values.size()
             + self.accumulators.iter().map(|a| a.size()).sum::<usize>()
             + (self.run_groups.capacity() + self.row_groups.capacity()) * size_of::<usize>()
+    }
+}
+
+/// Sets `row_groups` to each row's group: that of the run it is in.
+fn expand_runs(run_groups: &[usize], starts: &[u32], rows: usize, row_groups: &mut Vec<usize>) {
+    row_groups.clear();
+    row_groups.reserve(rows);
+    let ends = starts.iter().skip(1).map(|&s| s as usize).chain([rows]);
+    let mut begin = 0;
+    for (&group, end) in run_groups.iter().zip(ends) {
+        row_groups.extend(std::iter::repeat_n(group, end - begin));
+        begin = end;
+    }
+}
+
+/// An aggregate whose state over a run of rows can be computed from the run's values at
+/// once. The accumulator then merges one state per run instead of taking every row: for
+/// `avg` over a sorted Parquet file, the per-row update was 8 % of double-groupby's CPU.
+#[derive(Debug, Clone, Copy)]
+enum RunReduction {
+    Min,
+    Max,
+    Sum,
+    Count,
+    Avg,
+}
+
+impl RunReduction {
+    /// The reduction for `aggregate`, if its state is one this computes: min, max and sum of
+    /// `Float64` or `Int64`, count of anything, avg of `Float64`, without `FILTER`.
+    fn of(
+        aggregate: &AggregateFunctionExpr,
+        filtered: bool,
+        input: &SchemaRef,
+    ) -> Result<Option<Self>> {
+        let arguments = aggregate.expressions();
+        if filtered || arguments.len() != 1 {
+            return Ok(None);
+        }
+        let argument = arguments[0].data_type(input)?;
+        let (reduction, state) = match (aggregate.fun().name(), &argument) {
+            ("min", DataType::Float64 | DataType::Int64) => (Self::Min, vec![argument.clone()]),
+            ("max", DataType::Float64 | DataType::Int64) => (Self::Max, vec![argument.clone()]),
+            ("sum", DataType::Float64 | DataType::Int64) => (Self::Sum, vec![argument.clone()]),
+            ("count", _) => (Self::Count, vec![DataType::Int64]),
+            ("avg", DataType::Float64) => (Self::Avg, vec![DataType::UInt64, DataType::Float64]),
+            _ => return Ok(None),
+        };
+        let actual: Vec<DataType> = aggregate
+            .state_fields()?
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        Ok((actual == state).then_some(reduction))
+    }
+
+    /// The state columns of each of `runs` of `values`, or `None` where the accumulator must
+    /// see the rows: `values` has nulls, or NaN, which min and max treat by row order.
+    fn states(self, values: &ArrayRef, runs: &[Range<usize>]) -> Option<Vec<ArrayRef>> {
+        if values.null_count() > 0 {
+            return None;
+        }
+        let lengths = || runs.iter().map(|run| run.len());
+        match self {
+            Self::Count => {
+                let counts = Int64Array::from_iter_values(lengths().map(|n| n as i64));
+                return Some(vec![Arc::new(counts)]);
+            }
+            Self::Avg => {
+                let values = values.as_primitive_opt::<Float64Type>()?.values();
+                let counts = UInt64Array::from_iter_values(lengths().map(|n| n as u64));
+                let sums = Float64Array::from_iter_values(
+                    runs.iter()
+                        .map(|run| values[run.clone()].iter().sum::<f64>()),
+                );
+                return Some(vec![Arc::new(counts), Arc::new(sums)]);
+            }
+            Self::Min | Self::Max | Self::Sum => {}
+        }
+        if let Some(floats) = values.as_primitive_opt::<Float64Type>() {
+            let floats = floats.values();
+            if !matches!(self, Self::Sum) && floats.iter().any(|v| v.is_nan()) {
+                return None;
+            }
+            let reduced: Float64Array = runs
+                .iter()
+                .map(|run| self.reduce(&floats[run.clone()], |a, b| a + b))
+                .collect();
+            return Some(vec![Arc::new(reduced)]);
+        }
+        let integers = values.as_primitive_opt::<Int64Type>()?.values();
+        let reduced: Int64Array = runs
+            .iter()
+            .map(|run| self.reduce(&integers[run.clone()], i64::wrapping_add))
+            .collect();
+        Some(vec![Arc::new(reduced)])
+    }
+
+    /// Min, max or sum of a run, which is not empty and holds no NaN.
+    fn reduce<T: Copy + PartialOrd>(self, run: &[T], add: impl Fn(T, T) -> T) -> Option<T> {
+        let first = *run.first()?;
+        let rest = run[1..].iter().copied();
+        Some(match self {
+            Self::Min => rest.fold(first, |a, b| if b < a { b } else { a }),
+            Self::Max => rest.fold(first, |a, b| if b > a { b } else { a }),
+            _ => rest.fold(first, add),
+        })
     }
 }
 
@@ -468,7 +672,8 @@ impl GroupKey {
                 let times = batch
                     .column(bin.column)
                     .as_primitive::<TimestampNanosecondType>();
-                if times.null_count() == 0 {
+                let range = arrow::compute::min(times).zip(arrow::compute::max(times));
+                if times.null_count() == 0 && range.is_some_and(|(min, max)| bin.exact(min, max)) {
                     return Ok(KeyValues::TimeBin {
                         times: times.clone(),
                         bin: bin.clone(),
@@ -499,7 +704,7 @@ impl TimeBin {
         let Some(function) = expr.downcast_ref::<ScalarFunctionExpr>() else {
             return Ok(None);
         };
-        if function.fun().name() != "date_bin" {
+        if !function.fun().inner().is::<DateBinFunc>() {
             return Ok(None);
         }
         let literal = |i: usize| {
@@ -547,8 +752,18 @@ impl TimeBin {
         }))
     }
 
-    /// The bin that holds `time`, as [start, end). Computed in 128 bits so that it cannot
-    /// overflow; `date_bin` gives null where the start does not fit in 64.
+    /// Whether the bins of all times from `min` to `max` are computed here as `date_bin`
+    /// computes them: none of its 64-bit steps (`time - origin`, a stride back below a
+    /// negative difference, `origin +` the result) overflows, where it would give null.
+    fn exact(&self, min: i64, max: i64) -> bool {
+        let (stride, origin) = (i128::from(self.stride), i128::from(self.origin));
+        let fits = |v: i128| i64::try_from(v).is_ok();
+        fits(i128::from(max) - origin)
+            && fits(i128::from(min) - origin - 2 * stride)
+            && fits(i128::from(min) - stride)
+    }
+
+    /// The bin that holds `time`, as [start, end), in 128 bits so that it cannot overflow.
     fn bounds(&self, time: i64) -> (i128, i128) {
         let (stride, origin) = (i128::from(self.stride), i128::from(self.origin));
         let start = origin + (i128::from(time) - origin).div_euclid(stride) * stride;
@@ -717,10 +932,19 @@ mod tests {
 
     /// A session over `partitions` (each a list of batches), with or without the rule. Small
     /// batches make the states of one partition come out in several.
-    fn session(partitions: Vec<Vec<RecordBatch>>, runs: bool, batch_size: usize) -> SessionContext {
-        let config = SessionConfig::new()
+    fn session(
+        partitions: Vec<Vec<RecordBatch>>,
+        runs: bool,
+        batch_size: usize,
+        probe_rows: usize,
+    ) -> SessionContext {
+        let mut config = SessionConfig::new()
             .with_target_partitions(2)
             .with_batch_size(batch_size);
+        config
+            .options_mut()
+            .execution
+            .skip_partial_aggregation_probe_rows_threshold = probe_rows;
         let mut state = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features();
@@ -763,8 +987,9 @@ mod tests {
             vec![batch(&rows[..50]), batch(&rows[50..70])],
             vec![batch(&rows[70..])],
         ];
-        let (expected, plain_plan) = run(&session(partitions.clone(), false, 7), QUERY).await;
-        let (actual, plan) = run(&session(partitions, true, 7), QUERY).await;
+        let (expected, plain_plan) =
+            run(&session(partitions.clone(), false, 7, 100_000), QUERY).await;
+        let (actual, plan) = run(&session(partitions, true, 7, 100_000), QUERY).await;
         assert_eq!(actual, expected);
         assert!(
             plain_plan.contains("AggregateExec: mode=Partial"),
@@ -777,7 +1002,7 @@ mod tests {
     #[tokio::test]
     async fn runs_are_counted_once_per_change_of_key() {
         let rows = sorted_rows();
-        let ctx = session(vec![vec![batch(&rows)], vec![]], true, 8192);
+        let ctx = session(vec![vec![batch(&rows)], vec![]], true, 8192, 100_000);
         let plan = ctx
             .sql(QUERY)
             .await
@@ -819,6 +1044,7 @@ mod tests {
             vec![rows.chunks(1000).map(batch).collect(), vec![]],
             true,
             8192,
+            usize::MAX,
         );
         let plan = ctx
             .sql(QUERY)
@@ -894,7 +1120,16 @@ mod tests {
             cuts in prop::collection::vec(0usize..120, 0..6),
             interleave in any::<bool>(),
             bin in 0..BINS.len(),
+            dense in any::<bool>(),
+            probe_rows in prop_oneof![Just(100_000), 1usize..40],
         ) {
+            // Without nulls, runs of values are reduced at once.
+            if dense {
+                for row in &mut rows {
+                    row.3 = row.3.or(Some(1));
+                    row.4 = row.4.or(Some(1));
+                }
+            }
             if sort {
                 rows.sort_by_key(|r| (r.0, r.1, r.2));
             }
@@ -917,8 +1152,9 @@ mod tests {
             };
             let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
             let query = QUERY.replace("date_bin(INTERVAL '10 seconds', time)", BINS[bin]);
-            let (expected, _) = runtime.block_on(run(&session(partitions.clone(), false, 7), &query));
-            let (actual, plan) = runtime.block_on(run(&session(partitions, true, 7), &query));
+            let plain = session(partitions.clone(), false, 7, probe_rows);
+            let (expected, _) = runtime.block_on(run(&plain, &query));
+            let (actual, plan) = runtime.block_on(run(&session(partitions, true, 7, probe_rows), &query));
             prop_assert!(plan.contains("RunPartialAggregateExec"), "{}", plan);
             prop_assert_eq!(actual, expected);
         }
