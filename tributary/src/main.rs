@@ -9,6 +9,14 @@ mod serve;
 
 use clap::{Parser, Subcommand};
 
+/// jemalloc rather than glibc's malloc: decoding Parquet allocates and frees page buffers of
+/// every size, and glibc's slow paths (`malloc_consolidate`, `unlink_chunk`) were ~8 % of a
+/// query's CPU. Measured: double-groupby and high-cpu-all ~15 % faster, ingest unchanged,
+/// ingest peak RSS ~25 MiB higher. (mimalloc was as fast on queries but took 15 % more CPU
+/// and 35 % more RSS on ingest.)
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Tributary: a streaming time-series database for InfluxDB line protocol and SQL.
 #[derive(Debug, Parser)]
 #[command(name = "tributary", version, about)]
