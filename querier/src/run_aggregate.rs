@@ -38,6 +38,7 @@ use datafusion::error::Result;
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::functions::datetime::date_bin::DateBinFunc;
+use datafusion::functions_aggregate::{average, count, min_max, sum};
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::expressions::{Column, Literal};
@@ -361,7 +362,8 @@ struct RunGroupTable {
 }
 
 /// When to stop grouping: DataFusion's `skip_partial_aggregation_probe_*` settings, applied
-/// as it applies them, once, when the rows seen reach the threshold.
+/// as it applies them: from the rows threshold on, after every batch, until groups exceed
+/// the ratio of rows.
 struct SkipProbe {
     rows: usize,
     ratio: f64,
@@ -369,14 +371,10 @@ struct SkipProbe {
 }
 
 impl SkipProbe {
-    /// Counts `rows` more and, the first time the threshold is reached, says whether
-    /// `groups` so far are too many for grouping to pay.
+    /// Counts `rows` more and says whether `groups` so far are too many for grouping to pay.
     fn decide(&mut self, rows: usize, groups: usize) -> bool {
-        if self.rows_seen >= self.rows {
-            return false;
-        }
         self.rows_seen += rows;
-        self.rows_seen >= self.rows && groups as f64 >= self.ratio * self.rows_seen as f64
+        self.rows_seen >= self.rows && groups as f64 / self.rows_seen as f64 > self.ratio
     }
 }
 
@@ -432,10 +430,7 @@ impl RunGroupTable {
             .zip(&self.filters)
             .zip(&self.reductions)
         {
-            let values = arguments
-                .iter()
-                .map(|expr| expr.evaluate(batch)?.into_array(rows))
-                .collect::<Result<Vec<_>>>()?;
+            let values = evaluate(arguments, batch)?;
             if let (Some(runs), Some(reduction)) = (&runs, reduction)
                 && let Some(states) = reduction.states(&values[0], runs)
             {
@@ -445,10 +440,7 @@ impl RunGroupTable {
             if self.row_groups.len() != rows {
                 expand_runs(&self.run_groups, &starts, rows, &mut self.row_groups);
             }
-            let filter: Option<BooleanArray> = match filter {
-                Some(expr) => Some(expr.evaluate(batch)?.into_array(rows)?.as_boolean().clone()),
-                None => None,
-            };
+            let filter = evaluate_filter(filter.as_ref(), batch)?;
             accumulator.update_batch(&values, &self.row_groups, filter.as_ref(), groups)?;
         }
         if self.probe.decide(rows, groups) {
@@ -468,7 +460,6 @@ impl RunGroupTable {
 
     /// Each row of `batch` as a group of its own: its keys and its accumulator states.
     fn states_of_rows(&self, batch: &RecordBatch) -> Result<RecordBatch> {
-        let rows = batch.num_rows();
         let mut columns = Vec::with_capacity(self.schema.fields().len());
         for key in &self.keys {
             columns.push(key.evaluate(batch)?.all()?);
@@ -479,14 +470,8 @@ impl RunGroupTable {
             .zip(&self.arguments)
             .zip(&self.filters)
         {
-            let values = arguments
-                .iter()
-                .map(|expr| expr.evaluate(batch)?.into_array(rows))
-                .collect::<Result<Vec<_>>>()?;
-            let filter: Option<BooleanArray> = match filter {
-                Some(expr) => Some(expr.evaluate(batch)?.into_array(rows)?.as_boolean().clone()),
-                None => None,
-            };
+            let values = evaluate(arguments, batch)?;
+            let filter = evaluate_filter(filter.as_ref(), batch)?;
             columns.extend(accumulator.convert_to_state(&values, filter.as_ref())?);
         }
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
@@ -512,6 +497,26 @@ impl RunGroupTable {
             + self.accumulators.iter().map(|a| a.size()).sum::<usize>()
             + (self.run_groups.capacity() + self.row_groups.capacity()) * size_of::<usize>()
     }
+}
+
+/// `exprs` evaluated over every row of `batch`.
+fn evaluate(exprs: &[Arc<dyn PhysicalExpr>], batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+    exprs
+        .iter()
+        .map(|expr| expr.evaluate(batch)?.into_array(batch.num_rows()))
+        .collect()
+}
+
+/// An aggregate's `FILTER (WHERE ...)` evaluated over `batch`.
+fn evaluate_filter(
+    filter: Option<&Arc<dyn PhysicalExpr>>,
+    batch: &RecordBatch,
+) -> Result<Option<BooleanArray>> {
+    let Some(filter) = filter else {
+        return Ok(None);
+    };
+    let mask = filter.evaluate(batch)?.into_array(batch.num_rows())?;
+    Ok(Some(mask.as_boolean().clone()))
 }
 
 /// Sets `row_groups` to each row's group: that of the run it is in.
@@ -551,13 +556,20 @@ impl RunReduction {
             return Ok(None);
         }
         let argument = arguments[0].data_type(input)?;
-        let (reduction, state) = match (aggregate.fun().name(), &argument) {
-            ("min", DataType::Float64 | DataType::Int64) => (Self::Min, vec![argument.clone()]),
-            ("max", DataType::Float64 | DataType::Int64) => (Self::Max, vec![argument.clone()]),
-            ("sum", DataType::Float64 | DataType::Int64) => (Self::Sum, vec![argument.clone()]),
-            ("count", _) => (Self::Count, vec![DataType::Int64]),
-            ("avg", DataType::Float64) => (Self::Avg, vec![DataType::UInt64, DataType::Float64]),
-            _ => return Ok(None),
+        let function = aggregate.fun().inner();
+        let numeric = matches!(argument, DataType::Float64 | DataType::Int64);
+        let (reduction, state) = if function.is::<min_max::Min>() && numeric {
+            (Self::Min, vec![argument])
+        } else if function.is::<min_max::Max>() && numeric {
+            (Self::Max, vec![argument])
+        } else if function.is::<sum::Sum>() && numeric {
+            (Self::Sum, vec![argument])
+        } else if function.is::<count::Count>() {
+            (Self::Count, vec![DataType::Int64])
+        } else if function.is::<average::Avg>() && argument == DataType::Float64 {
+            (Self::Avg, vec![DataType::UInt64, DataType::Float64])
+        } else {
+            return Ok(None);
         };
         let actual: Vec<DataType> = aggregate
             .state_fields()?
@@ -570,7 +582,9 @@ impl RunReduction {
     /// The state columns of each of `runs` of `values`, or `None` where the accumulator must
     /// see the rows: `values` has nulls, or NaN, which min and max treat by row order.
     fn states(self, values: &ArrayRef, runs: &[Range<usize>]) -> Option<Vec<ArrayRef>> {
-        if values.null_count() > 0 {
+        // Logical nulls, as count counts them: `count(NULL)` is a `NullArray` without a
+        // null buffer.
+        if values.logical_null_count() > 0 {
             return None;
         }
         let lengths = || runs.iter().map(|run| run.len());
@@ -879,7 +893,7 @@ mod tests {
 
     const QUERY: &str = "SELECT host, region, date_bin(INTERVAL '10 seconds', time) AS bucket, \
         avg(value) AS avg, min(value) AS min, max(value) AS max, sum(n) AS sum, \
-        count(*) AS rows, count(value) FILTER (WHERE n > 0) AS positive \
+        count(*) AS rows, count(value) FILTER (WHERE n > 0) AS positive, count(NULL) AS nulls \
         FROM t GROUP BY host, region, bucket ORDER BY host, region, bucket";
 
     /// Bins `date_bin` can be asked for: an origin of its own, bins longer than the data,
