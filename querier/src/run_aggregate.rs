@@ -54,7 +54,7 @@ use datafusion::physical_plan::metrics::{
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, InputOrderMode, PlanProperties,
-    ReplaceChildrenOptions, apply_expression_roots,
+    ReplaceChildrenOptions,
 };
 use futures::StreamExt;
 
@@ -90,16 +90,9 @@ impl PhysicalOptimizerRule for RunPartialAggregation {
 /// per run of equal keys. See the module documentation.
 #[derive(Debug)]
 pub(crate) struct RunPartialAggregateExec {
-    /// The partial `AggregateExec` this stands in for.
+    /// The partial `AggregateExec` this stands in for: its input, group expressions,
+    /// aggregates and filters are this one's.
     aggregate: Arc<dyn ExecutionPlan>,
-    input: Arc<dyn ExecutionPlan>,
-    /// Group expressions with their output names.
-    group_exprs: Vec<(Arc<dyn PhysicalExpr>, String)>,
-    aggregates: Vec<Arc<AggregateFunctionExpr>>,
-    /// One optional `FILTER (WHERE ...)` per aggregate.
-    filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
-    /// The group columns only, as `GroupValues` stores them.
-    group_schema: SchemaRef,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
 }
@@ -136,14 +129,15 @@ impl RunPartialAggregateExec {
             .with_emission_type(EmissionType::Final);
         Ok(Some(Self {
             aggregate: Arc::clone(plan),
-            input: Arc::clone(aggregate.input()),
-            group_exprs: group_by.expr().to_vec(),
-            aggregates: aggregate.aggr_expr().to_vec(),
-            filters: aggregate.filter_expr().to_vec(),
-            group_schema: group_by.group_schema(&input_schema)?,
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
         }))
+    }
+
+    fn aggregate(&self) -> &AggregateExec {
+        self.aggregate
+            .downcast_ref::<AggregateExec>()
+            .expect("built from an AggregateExec")
     }
 
     /// This over `input`, or the aggregate itself where `input` makes this not equivalent.
@@ -174,15 +168,17 @@ fn comparable(data_type: &DataType) -> bool {
 
 impl DisplayAs for RunPartialAggregateExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let groups: Vec<String> = self
-            .group_exprs
+        let aggregate = self.aggregate();
+        let groups: Vec<String> = aggregate
+            .group_expr()
+            .expr()
             .iter()
             .map(|(expr, alias)| match expr.to_string() {
                 e if e == *alias => e,
                 e => format!("{e} as {alias}"),
             })
             .collect();
-        let aggregates: Vec<&str> = self.aggregates.iter().map(|a| a.name()).collect();
+        let aggregates: Vec<&str> = aggregate.aggr_expr().iter().map(|a| a.name()).collect();
         write!(
             f,
             "RunPartialAggregateExec: gby=[{}], aggr=[{}]",
@@ -202,17 +198,14 @@ impl ExecutionPlan for RunPartialAggregateExec {
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
+        vec![self.aggregate().input()]
     }
 
     fn apply_expressions(
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        let groups = self.group_exprs.iter().map(|(expr, _)| Arc::clone(expr));
-        let arguments = self.aggregates.iter().flat_map(|a| a.expressions());
-        let filters = self.filters.iter().flatten().cloned();
-        apply_expression_roots(groups.chain(arguments).chain(filters), f)
+        self.aggregate.apply_expressions(f)
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
@@ -239,28 +232,34 @@ impl ExecutionPlan for RunPartialAggregateExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let input = self.input.execute(partition, Arc::clone(&context))?;
-        let accumulators = self
-            .aggregates
+        let aggregate = self.aggregate();
+        let input_schema = aggregate.input().schema();
+        let input = aggregate.input().execute(partition, Arc::clone(&context))?;
+        let aggregates = aggregate.aggr_expr();
+        let filters = aggregate.filter_expr();
+        let accumulators = aggregates
             .iter()
             .map(|a| a.create_groups_accumulator())
             .collect::<Result<Vec<_>>>()?;
+        let group_by = aggregate.group_expr();
         let execution = &context.session_config().options().execution;
         let table = RunGroupTable {
-            keys: self
-                .group_exprs
+            keys: group_by
+                .expr()
                 .iter()
-                .map(|(expr, _)| GroupKey::new(expr, &self.input.schema()))
+                .map(|(expr, _)| GroupKey::new(expr, &input_schema))
                 .collect::<Result<_>>()?,
-            arguments: self.aggregates.iter().map(|a| a.expressions()).collect(),
-            filters: self.filters.clone(),
-            reductions: self
-                .aggregates
+            arguments: aggregates.iter().map(|a| a.expressions()).collect(),
+            filters: filters.to_vec(),
+            reductions: aggregates
                 .iter()
-                .zip(&self.filters)
-                .map(|(a, filter)| RunReduction::of(a, filter.is_some(), &self.input.schema()))
+                .zip(filters)
+                .map(|(a, filter)| RunReduction::of(a, filter.is_some(), &input_schema))
                 .collect::<Result<_>>()?,
-            group_values: new_group_values(Arc::clone(&self.group_schema), &GroupOrdering::None)?,
+            group_values: new_group_values(
+                group_by.group_schema(&input_schema)?,
+                &GroupOrdering::None,
+            )?,
             accumulators,
             run_groups: Vec::new(),
             row_groups: Vec::new(),
@@ -396,8 +395,7 @@ impl RunGroupTable {
             .collect::<Result<Vec<_>>>()?;
         let starts = run_starts(&keys, rows)?;
         self.runs.add(starts.len());
-        // Runs of four rows or more on average: aggregates that can, merge one state per run.
-        let mut runs: Option<Vec<Range<usize>>> = None;
+        let mut runs: Vec<Range<usize>> = Vec::new();
         if starts.len() == rows {
             let values = keys
                 .iter()
@@ -411,17 +409,15 @@ impl RunGroupTable {
                 .collect::<Result<Vec<_>>>()?;
             self.group_values.intern(&heads, &mut self.run_groups)?;
             self.row_groups.clear();
-            if starts.len() * 4 <= rows {
-                let ends = starts.iter().skip(1).map(|&s| s as usize).chain([rows]);
-                runs = Some(
-                    starts
-                        .iter()
-                        .zip(ends)
-                        .map(|(&s, e)| s as usize..e)
-                        .collect(),
-                );
-            }
+            let ends = starts.iter().skip(1).map(|&s| s as usize).chain([rows]);
+            runs = starts
+                .iter()
+                .zip(ends)
+                .map(|(&s, e)| s as usize..e)
+                .collect();
         }
+        // Runs of four rows or more on average: aggregates that can, merge one state per run.
+        let reduce = !runs.is_empty() && runs.len() * 4 <= rows;
         let groups = self.group_values.len();
         for (((accumulator, arguments), filter), reduction) in self
             .accumulators
@@ -431,14 +427,14 @@ impl RunGroupTable {
             .zip(&self.reductions)
         {
             let values = evaluate(arguments, batch)?;
-            if let (Some(runs), Some(reduction)) = (&runs, reduction)
-                && let Some(states) = reduction.states(&values[0], runs)
+            if let Some(reduction) = reduction.filter(|_| reduce)
+                && let Some(states) = reduction.states(&values[0], &runs)
             {
                 accumulator.merge_batch(&states, &self.run_groups, groups)?;
                 continue;
             }
             if self.row_groups.len() != rows {
-                expand_runs(&self.run_groups, &starts, rows, &mut self.row_groups);
+                expand_runs(&self.run_groups, &runs, &mut self.row_groups);
             }
             let filter = evaluate_filter(filter.as_ref(), batch)?;
             accumulator.update_batch(&values, &self.row_groups, filter.as_ref(), groups)?;
@@ -520,14 +516,11 @@ fn evaluate_filter(
 }
 
 /// Sets `row_groups` to each row's group: that of the run it is in.
-fn expand_runs(run_groups: &[usize], starts: &[u32], rows: usize, row_groups: &mut Vec<usize>) {
+fn expand_runs(run_groups: &[usize], runs: &[Range<usize>], row_groups: &mut Vec<usize>) {
     row_groups.clear();
-    row_groups.reserve(rows);
-    let ends = starts.iter().skip(1).map(|&s| s as usize).chain([rows]);
-    let mut begin = 0;
-    for (&group, end) in run_groups.iter().zip(ends) {
-        row_groups.extend(std::iter::repeat_n(group, end - begin));
-        begin = end;
+    row_groups.reserve(runs.last().map_or(0, |run| run.end));
+    for (&group, run) in run_groups.iter().zip(runs) {
+        row_groups.extend(std::iter::repeat_n(group, run.len()));
     }
 }
 
@@ -656,47 +649,38 @@ fn run_starts(keys: &[KeyValues], rows: usize) -> Result<Vec<u32>> {
 }
 
 /// One group expression, as the table evaluates it.
-enum GroupKey {
-    Expr(Arc<dyn PhysicalExpr>),
-    /// `date_bin` with a fixed stride over a nanosecond timestamp column. Its runs are found
-    /// from the times themselves, and bins are computed for the first row of each run only:
-    /// DataFusion's `date_bin` checks every row for overflow and was 8 % of a query grouping
-    /// 432,000 rows by host and hour.
-    TimeBin {
-        expr: Arc<dyn PhysicalExpr>,
-        bin: TimeBin,
-    },
+struct GroupKey {
+    expr: Arc<dyn PhysicalExpr>,
+    /// Set where `expr` is a `date_bin` with a fixed stride over a nanosecond timestamp
+    /// column. Its runs are then found from the times themselves, and bins are computed for
+    /// the first row of each run only: DataFusion's `date_bin` checks every row for overflow
+    /// and was 8 % of a query grouping 432,000 rows by host and hour.
+    bin: Option<TimeBin>,
 }
 
 impl GroupKey {
     fn new(expr: &Arc<dyn PhysicalExpr>, input: &SchemaRef) -> Result<Self> {
-        Ok(match TimeBin::of(expr, input)? {
-            Some(bin) => Self::TimeBin {
-                expr: Arc::clone(expr),
-                bin,
-            },
-            None => Self::Expr(Arc::clone(expr)),
+        Ok(Self {
+            expr: Arc::clone(expr),
+            bin: TimeBin::of(expr, input)?,
         })
     }
 
     fn evaluate(&self, batch: &RecordBatch) -> Result<KeyValues> {
-        let rows = batch.num_rows();
-        match self {
-            Self::TimeBin { expr, bin } => {
-                let times = batch
-                    .column(bin.column)
-                    .as_primitive::<TimestampNanosecondType>();
-                let range = arrow::compute::min(times).zip(arrow::compute::max(times));
-                if times.null_count() == 0 && range.is_some_and(|(min, max)| bin.exact(min, max)) {
-                    return Ok(KeyValues::TimeBin {
-                        times: times.clone(),
-                        bin: bin.clone(),
-                    });
-                }
-                Ok(KeyValues::Array(expr.evaluate(batch)?.into_array(rows)?))
+        if let Some(bin) = &self.bin {
+            let times = batch
+                .column(bin.column)
+                .as_primitive::<TimestampNanosecondType>();
+            let range = arrow::compute::min(times).zip(arrow::compute::max(times));
+            if times.null_count() == 0 && range.is_some_and(|(min, max)| bin.exact(min, max)) {
+                return Ok(KeyValues::TimeBin {
+                    times: times.clone(),
+                    bin: bin.clone(),
+                });
             }
-            Self::Expr(expr) => Ok(KeyValues::Array(expr.evaluate(batch)?.into_array(rows)?)),
         }
+        let values = self.expr.evaluate(batch)?.into_array(batch.num_rows())?;
+        Ok(KeyValues::Array(values))
     }
 }
 
@@ -971,14 +955,26 @@ mod tests {
         ctx
     }
 
+    async fn physical_plan(ctx: &SessionContext, sql: &str) -> Arc<dyn ExecutionPlan> {
+        let frame = ctx.sql(sql).await.unwrap();
+        frame.create_physical_plan().await.unwrap()
+    }
+
+    /// The plan's `RunPartialAggregateExec`, if it has one.
+    fn run_aggregate(plan: &Arc<dyn ExecutionPlan>) -> Option<Arc<dyn ExecutionPlan>> {
+        let mut found = None;
+        plan.apply(|node| {
+            if node.name() == "RunPartialAggregateExec" {
+                found = Some(Arc::clone(node));
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .unwrap();
+        found
+    }
+
     async fn run(ctx: &SessionContext, sql: &str) -> (String, String) {
-        let plan = ctx
-            .sql(sql)
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
+        let plan = physical_plan(ctx, sql).await;
         let shown = displayable(plan.as_ref()).indent(false).to_string();
         let batches = collect(plan, ctx.task_ctx()).await.unwrap();
         (pretty_format_batches(&batches).unwrap().to_string(), shown)
@@ -1017,25 +1013,12 @@ mod tests {
     async fn runs_are_counted_once_per_change_of_key() {
         let rows = sorted_rows();
         let ctx = session(vec![vec![batch(&rows)], vec![]], true, 8192, 100_000);
-        let plan = ctx
-            .sql(QUERY)
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
+        let plan = physical_plan(&ctx, QUERY).await;
         collect(Arc::clone(&plan), ctx.task_ctx()).await.unwrap();
-        let mut runs = None;
-        plan.apply(|node| {
-            if node.name() == "RunPartialAggregateExec" {
-                runs = node
-                    .metrics()
-                    .and_then(|m| m.sum_by_name("runs"))
-                    .map(|v| v.as_usize());
-            }
-            Ok(TreeNodeRecursion::Continue)
-        })
-        .unwrap();
+        let runs = run_aggregate(&plan)
+            .and_then(|node| node.metrics())
+            .and_then(|m| m.sum_by_name("runs"))
+            .map(|v| v.as_usize());
         // Three hosts (one null) of four 10-second buckets each.
         assert_eq!(runs, Some(12));
     }
@@ -1060,22 +1043,8 @@ mod tests {
             8192,
             usize::MAX,
         );
-        let plan = ctx
-            .sql(QUERY)
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
-        let mut partial = None;
-        plan.apply(|node| {
-            if node.name() == "RunPartialAggregateExec" {
-                partial = Some(Arc::clone(node));
-            }
-            Ok(TreeNodeRecursion::Continue)
-        })
-        .unwrap();
-        let partial = partial.expect("the plan has a RunPartialAggregateExec");
+        let plan = physical_plan(&ctx, QUERY).await;
+        let partial = run_aggregate(&plan).expect("the plan has a RunPartialAggregateExec");
         assert_eq!(states(&partial, &ctx, None).await, (20_000, 60_000));
         let (groups, counted) = states(&partial, &ctx, Some(1024 * 1024)).await;
         assert!(
