@@ -63,6 +63,64 @@ fn join_streams_const<const TYPE_SIZE: usize>(
     }
 }
 
+// Tributary patch: `join_streams_const::<8>` with SSE2 (baseline on x86_64), 16 values at a
+// time: three rounds of unpacking interleave the eight byte streams into whole values. The
+// scalar loop above checks the bounds of every byte and does not vectorise: ~3 ns per value
+// against ~0.17, and 8.5 % of the CPU of a query averaging one Float64 column.
+#[cfg(target_arch = "x86_64")]
+fn join_streams_8_sse2(src: &[u8], dst: &mut [u8], stride: usize, values_decoded: usize) {
+    use std::arch::x86_64::*;
+    let n = dst.len() / 8;
+    let sub_src = &src[values_decoded..];
+    // Each stream's bytes for the values wanted; slicing checks they are in `src`.
+    let streams: [&[u8]; 8] = std::array::from_fn(|j| &sub_src[j * stride..j * stride + n]);
+    let vectorised = n / 16 * 16;
+    let mut i = 0;
+    while i < vectorised {
+        // SAFETY: SSE2 is part of the x86_64 baseline. Each load reads bytes i..i + 16 of a
+        // stream slice of length n >= i + 16; the stores write bytes 8i..8(i + 16) of `dst`,
+        // whose length is at least 8n.
+        unsafe {
+            let load = |j: usize| _mm_loadu_si128(streams[j].as_ptr().add(i).cast());
+            let a: [__m128i; 8] = std::array::from_fn(load);
+            // Byte pairs (streams 2k, 2k+1) of values 0-7 and 8-15.
+            let b0 = _mm_unpacklo_epi8(a[0], a[1]);
+            let b1 = _mm_unpackhi_epi8(a[0], a[1]);
+            let b2 = _mm_unpacklo_epi8(a[2], a[3]);
+            let b3 = _mm_unpackhi_epi8(a[2], a[3]);
+            let b4 = _mm_unpacklo_epi8(a[4], a[5]);
+            let b5 = _mm_unpackhi_epi8(a[4], a[5]);
+            let b6 = _mm_unpacklo_epi8(a[6], a[7]);
+            let b7 = _mm_unpackhi_epi8(a[6], a[7]);
+            // Bytes 0-3 and 4-7 of values 0-3, 4-7, 8-11, 12-15.
+            let c0 = _mm_unpacklo_epi16(b0, b2);
+            let c1 = _mm_unpackhi_epi16(b0, b2);
+            let c2 = _mm_unpacklo_epi16(b4, b6);
+            let c3 = _mm_unpackhi_epi16(b4, b6);
+            let c4 = _mm_unpacklo_epi16(b1, b3);
+            let c5 = _mm_unpackhi_epi16(b1, b3);
+            let c6 = _mm_unpacklo_epi16(b5, b7);
+            let c7 = _mm_unpackhi_epi16(b5, b7);
+            // Whole values, two per register, in order.
+            let out = dst.as_mut_ptr().add(i * 8).cast::<__m128i>();
+            _mm_storeu_si128(out, _mm_unpacklo_epi32(c0, c2));
+            _mm_storeu_si128(out.add(1), _mm_unpackhi_epi32(c0, c2));
+            _mm_storeu_si128(out.add(2), _mm_unpacklo_epi32(c1, c3));
+            _mm_storeu_si128(out.add(3), _mm_unpackhi_epi32(c1, c3));
+            _mm_storeu_si128(out.add(4), _mm_unpacklo_epi32(c4, c6));
+            _mm_storeu_si128(out.add(5), _mm_unpackhi_epi32(c4, c6));
+            _mm_storeu_si128(out.add(6), _mm_unpacklo_epi32(c5, c7));
+            _mm_storeu_si128(out.add(7), _mm_unpackhi_epi32(c5, c7));
+        }
+        i += 16;
+    }
+    for (k, value) in dst[vectorised * 8..n * 8].chunks_exact_mut(8).enumerate() {
+        for (j, byte) in value.iter_mut().enumerate() {
+            *byte = streams[j][vectorised + k];
+        }
+    }
+}
+
 // Like the above, but type_size is not known at compile time.
 fn join_streams_variable(
     src: &[u8],
@@ -104,6 +162,15 @@ impl<T: DataType> Decoder<T> for ByteStreamSplitDecoder<T> {
                 stride,
                 self.values_decoded,
             ),
+            // Tributary patch: 8-byte values (our Float64 fields) are joined with SSE2.
+            #[cfg(target_arch = "x86_64")]
+            8 => join_streams_8_sse2(
+                &self.encoded_bytes,
+                raw_out_bytes,
+                stride,
+                self.values_decoded,
+            ),
+            #[cfg(not(target_arch = "x86_64"))]
             8 => join_streams_const::<8>(
                 &self.encoded_bytes,
                 raw_out_bytes,

@@ -53,6 +53,82 @@ fn split_streams_const<const TYPE_SIZE: usize>(src: &[u8], dst: &mut [u8]) {
     }
 }
 
+// Tributary patch: `split_streams_const::<8>` with SSE2 (baseline on x86_64), 16 values at a
+// time: the inverse of the decoder's unpacking, three rounds of deinterleaving 32-, 16- and
+// 8-bit lanes. ~3 ns per value with the scalar loop, ~0.45 with this.
+#[cfg(target_arch = "x86_64")]
+fn split_streams_8_sse2(src: &[u8], dst: &mut [u8]) {
+    use std::arch::x86_64::*;
+
+    // (x, y) from unpacklo_epi32(x, y) and unpackhi_epi32(x, y).
+    #[inline(always)]
+    unsafe fn split_32(lo: __m128i, hi: __m128i) -> (__m128i, __m128i) {
+        unsafe {
+            let lo = _mm_shuffle_epi32(lo, 0b11_01_10_00);
+            let hi = _mm_shuffle_epi32(hi, 0b11_01_10_00);
+            (_mm_unpacklo_epi64(lo, hi), _mm_unpackhi_epi64(lo, hi))
+        }
+    }
+    // (x, y) from unpacklo_epi16(x, y) and unpackhi_epi16(x, y).
+    #[inline(always)]
+    unsafe fn split_16(lo: __m128i, hi: __m128i) -> (__m128i, __m128i) {
+        unsafe {
+            // Even 16-bit lanes to the low half, odd ones to the high half.
+            let sort = |x: __m128i| {
+                let x = _mm_shufflehi_epi16(_mm_shufflelo_epi16(x, 0b11_01_10_00), 0b11_01_10_00);
+                _mm_shuffle_epi32(x, 0b11_01_10_00)
+            };
+            let (lo, hi) = (sort(lo), sort(hi));
+            (_mm_unpacklo_epi64(lo, hi), _mm_unpackhi_epi64(lo, hi))
+        }
+    }
+    // (x, y) from unpacklo_epi8(x, y) and unpackhi_epi8(x, y).
+    #[inline(always)]
+    unsafe fn split_8(lo: __m128i, hi: __m128i) -> (__m128i, __m128i) {
+        unsafe {
+            let low_bytes = _mm_set1_epi16(0x00FF);
+            let even = _mm_packus_epi16(_mm_and_si128(lo, low_bytes), _mm_and_si128(hi, low_bytes));
+            let odd = _mm_packus_epi16(_mm_srli_epi16(lo, 8), _mm_srli_epi16(hi, 8));
+            (even, odd)
+        }
+    }
+
+    let n = src.len() / 8;
+    assert!(dst.len() >= n * 8, "byte stream split output too short");
+    let vectorised = n / 16 * 16;
+    let mut i = 0;
+    while i < vectorised {
+        // SAFETY: SSE2 is part of the x86_64 baseline. The loads read bytes 8i..8(i + 16) of
+        // `src` (length >= 8n); stream j's store writes bytes jn + i..jn + i + 16 of `dst`
+        // (length >= 8n, and i + 16 <= n).
+        unsafe {
+            let values = src.as_ptr().add(i * 8).cast::<__m128i>();
+            let o: [__m128i; 8] = std::array::from_fn(|k| _mm_loadu_si128(values.add(k)));
+            let (c0, c2) = split_32(o[0], o[1]);
+            let (c1, c3) = split_32(o[2], o[3]);
+            let (c4, c6) = split_32(o[4], o[5]);
+            let (c5, c7) = split_32(o[6], o[7]);
+            let (b0, b2) = split_16(c0, c1);
+            let (b4, b6) = split_16(c2, c3);
+            let (b1, b3) = split_16(c4, c5);
+            let (b5, b7) = split_16(c6, c7);
+            let (a0, a1) = split_8(b0, b1);
+            let (a2, a3) = split_8(b2, b3);
+            let (a4, a5) = split_8(b4, b5);
+            let (a6, a7) = split_8(b6, b7);
+            for (j, stream) in [a0, a1, a2, a3, a4, a5, a6, a7].into_iter().enumerate() {
+                _mm_storeu_si128(dst.as_mut_ptr().add(j * n + i).cast(), stream);
+            }
+        }
+        i += 16;
+    }
+    for k in vectorised..n {
+        for j in 0..8 {
+            dst[k + j * n] = src[k * 8 + j];
+        }
+    }
+}
+
 // Like above, but type_size is not known at compile time.
 fn split_streams_variable(src: &[u8], dst: &mut [u8], type_size: usize) {
     const BLOCK_SIZE: usize = 4;
@@ -93,6 +169,10 @@ impl<T: DataType> Encoder<T> for ByteStreamSplitEncoder<T> {
         let type_size = T::get_type_size();
         match type_size {
             4 => split_streams_const::<4>(&self.buffer, &mut encoded),
+            // Tributary patch: 8-byte values (our Float64 fields) are split with SSE2.
+            #[cfg(target_arch = "x86_64")]
+            8 => split_streams_8_sse2(&self.buffer, &mut encoded),
+            #[cfg(not(target_arch = "x86_64"))]
             8 => split_streams_const::<8>(&self.buffer, &mut encoded),
             _ => {
                 return Err(general_err!(
