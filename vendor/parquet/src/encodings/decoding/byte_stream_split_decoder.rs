@@ -72,6 +72,11 @@ fn join_streams_8_sse2(src: &[u8], dst: &mut [u8], stride: usize, values_decoded
     use std::arch::x86_64::*;
     let n = dst.len() / 8;
     let sub_src = &src[values_decoded..];
+    if n == 0 {
+        // As upstream's loop: nothing to join, and no stream bounds to check (a damaged page
+        // can have `values_decoded` past a stream's end).
+        return;
+    }
     // Each stream's bytes for the values wanted; slicing checks they are in `src`.
     let streams: [&[u8]; 8] = std::array::from_fn(|j| &sub_src[j * stride..j * stride + n]);
     let vectorised = n / 16 * 16;
