@@ -28,7 +28,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use catalog::Catalog;
-use datafusion::catalog::MemoryCatalogProvider;
+use datafusion::catalog::{MemoryCatalogProvider, MemoryCatalogProviderList};
 use datafusion::common::ParamValues;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
@@ -36,7 +36,7 @@ use datafusion::execution::context::SQLOptions;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 
@@ -252,6 +252,10 @@ pub struct Querier {
     config: QuerierConfig,
     queries: Arc<system::QueryLog>,
     last_rows: Arc<last_values::LastRowsCache>,
+    /// Configuration, functions and optimizer rules every query's session starts from:
+    /// cloning it is cheaper than registering DataFusion's default functions again (3.4 % of
+    /// single-groupby's CPU).
+    session_template: Arc<SessionState>,
 }
 
 impl Querier {
@@ -272,6 +276,14 @@ impl Querier {
             .map_err(QueryError::Internal)?;
         let store_url = ObjectStoreUrl::parse(OBJECT_STORE_URL).map_err(QueryError::Internal)?;
         runtime.register_object_store(store_url.as_ref(), store);
+        let session_template = Arc::new(
+            SessionStateBuilder::new()
+                .with_config(session_config())
+                .with_runtime_env(Arc::clone(&runtime))
+                .with_default_features()
+                .with_physical_optimizer_rule(Arc::new(run_aggregate::RunPartialAggregation))
+                .build(),
+        );
         Ok(Self {
             catalog,
             buffer,
@@ -280,6 +292,7 @@ impl Querier {
             config,
             queries: Arc::default(),
             last_rows: Arc::default(),
+            session_template,
         })
     }
 
@@ -291,27 +304,9 @@ impl Querier {
                 name: database.to_owned(),
             });
         };
-        let config = SessionConfig::new()
-            .with_information_schema(true)
-            .with_default_catalog_and_schema(SQL_CATALOG, SQL_SCHEMA)
-            .with_create_default_catalog_and_schema(false)
-            // Keep `Utf8`: older Arrow clients (Grafana's among them) cannot read `Utf8View`.
-            .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false)
-            .set_bool(
-                "datafusion.execution.parquet.schema_force_view_types",
-                false,
-            )
-            // Evaluate filters while decoding Parquet (cheapest first) so the other columns
-            // are decoded only for matching rows. Below a dedup only key (tag, time) filters
-            // are given to the scan, so no older version of a row can slip through.
-            .set_bool("datafusion.execution.parquet.pushdown_filters", true)
-            .set_bool("datafusion.execution.parquet.reorder_filters", true);
-        let state = SessionStateBuilder::new()
-            .with_config(config)
-            .with_runtime_env(Arc::clone(&self.runtime))
-            .with_default_features()
-            .with_physical_optimizer_rule(Arc::new(run_aggregate::RunPartialAggregation))
-            .build();
+        let mut state = SessionState::clone(&self.session_template);
+        // The template's catalog list is shared by every clone: each session gets its own.
+        state.register_catalog_list(Arc::new(MemoryCatalogProviderList::new()));
         let ctx = SessionContext::new_with_state(state);
         let sql_catalog = MemoryCatalogProvider::new();
         let sources = TableSources {
@@ -457,6 +452,25 @@ impl Querier {
     pub fn stream_error(&self, e: DataFusionError) -> QueryError {
         QueryError::classify(e, self.config.query_mem_limit_bytes)
     }
+}
+
+/// The configuration of every query's session.
+fn session_config() -> SessionConfig {
+    SessionConfig::new()
+        .with_information_schema(true)
+        .with_default_catalog_and_schema(SQL_CATALOG, SQL_SCHEMA)
+        .with_create_default_catalog_and_schema(false)
+        // Keep `Utf8`: older Arrow clients (Grafana's among them) cannot read `Utf8View`.
+        .set_bool("datafusion.sql_parser.map_string_types_to_utf8view", false)
+        .set_bool(
+            "datafusion.execution.parquet.schema_force_view_types",
+            false,
+        )
+        // Evaluate filters while decoding Parquet (cheapest first) so the other columns
+        // are decoded only for matching rows. Below a dedup only key (tag, time) filters
+        // are given to the scan, so no older version of a row can slip through.
+        .set_bool("datafusion.execution.parquet.pushdown_filters", true)
+        .set_bool("datafusion.execution.parquet.reorder_filters", true)
 }
 
 /// A result stream that records in `system.queries` how its query ended: rows sent, success,
