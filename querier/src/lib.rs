@@ -35,7 +35,7 @@ use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
@@ -248,7 +248,6 @@ pub struct Querier {
     catalog: Arc<dyn Catalog>,
     buffer: Arc<dyn BufferReader>,
     store_url: ObjectStoreUrl,
-    runtime: Arc<RuntimeEnv>,
     config: QuerierConfig,
     queries: Arc<system::QueryLog>,
     last_rows: Arc<last_values::LastRowsCache>,
@@ -288,7 +287,6 @@ impl Querier {
             catalog,
             buffer,
             store_url,
-            runtime,
             config,
             queries: Arc::default(),
             last_rows: Arc::default(),
