@@ -10,8 +10,8 @@
 
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::{DataType, SchemaRef, TimestampNanosecondType};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::errors::Result;
@@ -22,15 +22,17 @@ use parquet::schema::types::ColumnPath;
 use catalog::TIME_COLUMN;
 
 /// Rows per row group: the unit a tag's bloom filter can skip (a few series of a TSBS day),
-/// and many per file, so both cores scan one file.
+/// and many per file, so both cores scan one file. A row group ends at the first page boundary
+/// past this many rows.
 const ROW_GROUP_ROWS: usize = 32 * 1024;
 /// Distinct values a tag's bloom filter is sized for, per row group.
 const TAG_BLOOM_NDV: u64 = 1_000;
-/// Rows per data page: the granularity of page-index pruning. A series' hour of 10 s samples
-/// is 360 rows; with 8,192-row pages a query for one host and a few hours decoded ~4x the
-/// rows it needed (TSBS: single-groupby 2.81 -> 2.43 ms, cpu-max-all-8 7.83 -> 6.72 ms at
-/// 2,048) for 1.4 % more bytes (56.5 -> 57.3 MB; 1,024 rows: 57.9 MB and no faster).
-const PAGE_ROWS: usize = 2 * 1024;
+/// A data page holds at most this many rows.
+const PAGE_MAX_ROWS: usize = 4 * 1024;
+/// Past this many rows a data page ends where a new series starts or an hour begins (see
+/// [`PageBoundaries`]).
+const PAGE_MIN_ROWS: usize = 1024;
+const HOUR_NS: i64 = 3_600 * 1_000_000_000;
 
 /// Writer settings for a partition file with this schema.
 fn properties(schema: &SchemaRef, sort_key: &[Arc<str>]) -> Result<WriterProperties> {
@@ -45,8 +47,9 @@ fn properties(schema: &SchemaRef, sort_key: &[Arc<str>]) -> Result<WriterPropert
     let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
         .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_data_page_row_count_limit(PAGE_ROWS)
+        // `PartitionWriter` ends row groups at page boundaries; this is only a backstop.
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS + PAGE_MAX_ROWS))
+        .set_data_page_row_count_limit(PAGE_MAX_ROWS)
         .set_sorting_columns(Some(sorting));
     for field in schema.fields() {
         let column = ColumnPath::from(field.name().as_str());
@@ -89,18 +92,51 @@ pub fn encode_partition(batches: &[RecordBatch], sort_key: &[Arc<str>]) -> Resul
 /// memory holds the row group being written and the encoded bytes.
 pub struct PartitionWriter {
     writer: ArrowWriter<Vec<u8>>,
+    /// The index of `time` in the schema.
+    time: Option<usize>,
+    pages: PageBoundaries,
 }
 
 impl PartitionWriter {
     pub fn try_new(schema: SchemaRef, sort_key: &[Arc<str>]) -> Result<Self> {
         let properties = properties(&schema, sort_key)?;
+        let time = schema.index_of(TIME_COLUMN).ok();
         let writer = ArrowWriter::try_new(Vec::with_capacity(1 << 20), schema, Some(properties))?;
-        Ok(Self { writer })
+        Ok(Self {
+            writer,
+            time,
+            pages: PageBoundaries::default(),
+        })
     }
 
     /// Appends rows, which must continue the sort order of those before.
     pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.writer.write(batch)
+        let Some(time) = self.time else {
+            return self.writer.write(batch);
+        };
+        let Some(times) = batch
+            .column(time)
+            .as_primitive_opt::<TimestampNanosecondType>()
+        else {
+            return self.writer.write(batch);
+        };
+        let mut start = 0;
+        for end in self.pages.starts(times.values()) {
+            self.writer.write(&batch.slice(start, end - start))?;
+            self.end_page()?;
+            start = end;
+        }
+        self.writer
+            .write(&batch.slice(start, batch.num_rows() - start))
+    }
+
+    /// Ends the data page of every column here, and the row group once it is full.
+    fn end_page(&mut self) -> Result<()> {
+        self.writer.end_data_page()?;
+        if self.writer.in_progress_rows() >= ROW_GROUP_ROWS {
+            self.writer.flush()?;
+        }
+        Ok(())
     }
 
     /// Bytes held: the encoded file so far and the row group being written.
@@ -112,6 +148,44 @@ impl PartitionWriter {
     pub fn finish(self) -> Result<Vec<u8>> {
         // `into_inner` flushes the last row group and writes the footer once.
         self.writer.into_inner()
+    }
+}
+
+/// Where data pages end, chosen from the rows' times as they arrive.
+///
+/// Queries skip pages by the min/max of `time` in the page index, so a page that spans the
+/// end of one series and the start of the next (times from the first's last hour back to the
+/// second's first) can be skipped by no time filter. Rows come sorted by series, then time: a
+/// time that does not increase starts a new series. Once a page holds [`PAGE_MIN_ROWS`], it
+/// ends where a series starts or an hour begins, so time filters on whole hours (dashboards,
+/// `date_bin` windows) select whole pages; it ends at [`PAGE_MAX_ROWS`] regardless. A TSBS
+/// host (a row every 10 s) gets pages of three hours, 1,080 rows.
+#[derive(Debug, Default)]
+struct PageBoundaries {
+    /// Rows in the open page.
+    rows: usize,
+    /// The time of the last row.
+    last: Option<i64>,
+}
+
+impl PageBoundaries {
+    /// Offsets in `times`, the next rows of the file, where a new page starts.
+    fn starts(&mut self, times: &[i64]) -> Vec<usize> {
+        let mut starts = Vec::new();
+        for (i, &time) in times.iter().enumerate() {
+            if let Some(last) = self.last {
+                let new_page = self.rows >= PAGE_MAX_ROWS
+                    || (self.rows >= PAGE_MIN_ROWS
+                        && (time <= last || time.div_euclid(HOUR_NS) != last.div_euclid(HOUR_NS)));
+                if new_page {
+                    starts.push(i);
+                    self.rows = 0;
+                }
+            }
+            self.rows += 1;
+            self.last = Some(time);
+        }
+        starts
     }
 }
 
@@ -366,6 +440,112 @@ mod tests {
         }
     }
 
+    const SECOND: i64 = 1_000_000_000;
+
+    /// Series sorted as a partition is, with one field: `(host, first time, step, rows)`,
+    /// one row every `step` ns.
+    fn series(hosts: &[(&str, i64, i64, i64)]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("f", DataType::Float64, true),
+            Field::new(
+                "host",
+                DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+                true,
+            ),
+            Field::new(
+                "time",
+                DataType::Timestamp(TimeUnit::Nanosecond, None),
+                false,
+            ),
+        ]));
+        let mut host = StringDictionaryBuilder::<Int32Type>::new();
+        let mut times = Vec::new();
+        for &(name, first, step, rows) in hosts {
+            for i in 0..rows {
+                host.append_value(name);
+                times.push(first + i * step);
+            }
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Float64Array::from_iter_values(
+                (0..times.len()).map(|i| i as f64),
+            )),
+            Arc::new(host.finish()),
+            Arc::new(TimestampNanosecondArray::from_iter_values(times)),
+        ];
+        RecordBatch::try_new(schema, columns).unwrap()
+    }
+
+    /// Writes `rows` through a `PartitionWriter` in batches of 777 rows and returns, per row
+    /// group, its row count and the first row of each data page (the same in every column).
+    fn page_starts(rows: &RecordBatch) -> Vec<(i64, Vec<i64>)> {
+        let mut writer = PartitionWriter::try_new(rows.schema(), &[]).unwrap();
+        for start in (0..rows.num_rows()).step_by(777) {
+            writer
+                .write(&rows.slice(start, 777.min(rows.num_rows() - start)))
+                .unwrap();
+        }
+        let bytes = Bytes::from(writer.finish().unwrap());
+        let metadata = ParquetMetaDataReader::new()
+            .with_page_index_policy(PageIndexPolicy::Required)
+            .parse_and_finish(&bytes)
+            .unwrap();
+        let offsets = metadata.offset_index().unwrap();
+        metadata
+            .row_groups()
+            .iter()
+            .zip(offsets)
+            .map(|(row_group, columns)| {
+                let starts: Vec<Vec<i64>> = columns
+                    .iter()
+                    .map(|c| {
+                        c.page_locations()
+                            .iter()
+                            .map(|p| p.first_row_index)
+                            .collect()
+                    })
+                    .collect();
+                assert!(starts.iter().all(|s| *s == starts[0]), "{starts:?}");
+                (row_group.num_rows(), starts[0].clone())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn data_pages_start_where_a_series_starts_or_an_hour_begins() {
+        const DAY: i64 = 8_640; // a row every 10 s
+        let ten_s = 10 * SECOND;
+        let rows = series(&[
+            ("a", 0, ten_s, DAY),
+            // 23:30 to midnight: starts a page inside a's last hour, and is too short for a
+            // page of its own.
+            ("b", 23 * 3_600 * SECOND + 1_800 * SECOND, ten_s, 180),
+            ("c", 0, ten_s, DAY),
+            ("d", 0, ten_s, DAY),
+            ("e", 0, ten_s, DAY),
+        ]);
+        // a: eight pages of three hours (1,080 rows). b's page goes on into c until c's 03:00,
+        // then c has pages of three hours; d and e start pages of their own. The first row
+        // group ends at the first page boundary past 32,768 rows: e's 21:00.
+        let a: Vec<i64> = (0..8).map(|i| i * 1_080).collect();
+        let c: Vec<i64> = (0..7).map(|i| 9_900 + i * 1_080).collect();
+        let d: Vec<i64> = (0..8).map(|i| 17_460 + i * 1_080).collect();
+        let e: Vec<i64> = (0..7).map(|i| 26_100 + i * 1_080).collect();
+        let first: Vec<i64> = [a, vec![8_640], c, d, e].concat();
+        assert_eq!(page_starts(&rows), vec![(33_660, first), (1_080, vec![0])]);
+    }
+
+    #[test]
+    fn data_pages_hold_at_most_their_row_limit() {
+        // Two rows a second for three hours: 7,200 rows an hour.
+        let rows = series(&[("a", 0, SECOND / 2, 21_600)]);
+        let starts = page_starts(&rows);
+        assert_eq!(
+            starts,
+            vec![(21_600, vec![0, 4_096, 7_200, 11_296, 14_400, 18_496])]
+        );
+    }
+
     /// Writes `host` with dictionary, bloom filter and page statistics on, as a tag is written.
     fn encode_host_column(batches: &[ArrayRef]) -> Bytes {
         let schema = Arc::new(Schema::new(vec![Field::new(
@@ -375,7 +555,7 @@ mod tests {
         )]));
         let properties = WriterProperties::builder()
             .set_statistics_enabled(EnabledStatistics::Page)
-            .set_data_page_row_count_limit(PAGE_ROWS)
+            .set_data_page_row_count_limit(PAGE_MAX_ROWS)
             .set_bloom_filter_enabled(true)
             .build();
         let mut writer =

@@ -443,6 +443,19 @@ impl<W: Write + Send> ArrowWriter<W> {
         self.writer.flush()
     }
 
+    /// Tributary patch: ends every column's current data page after the rows written so far,
+    /// so the next row written starts a new page in every column. Pages still end where
+    /// [`WriterProperties::data_page_row_count_limit`] and the page size limit say; this adds
+    /// boundaries, it never removes one. Does nothing between row groups.
+    pub fn end_data_page(&mut self) -> Result<()> {
+        if let Some(in_progress) = &mut self.in_progress {
+            for writer in &mut in_progress.writers {
+                writer.end_data_page()?;
+            }
+        }
+        Ok(())
+    }
+
     /// Flushes all buffered rows into a new row group
     ///
     /// Note the underlying writer is not flushed with this call.
@@ -1156,6 +1169,15 @@ impl ArrowColumnWriter {
             }
         }
         Ok(())
+    }
+
+    /// Tributary patch: ends this column's current data page (see
+    /// [`ArrowWriter::end_data_page`]).
+    pub fn end_data_page(&mut self) -> Result<()> {
+        match &mut self.writer {
+            ArrowColumnWriterImpl::Column(c) => c.end_data_page(),
+            ArrowColumnWriterImpl::ByteArray(c) => c.end_data_page(),
+        }
     }
 
     /// Close this column returning the written [`ArrowColumnChunk`]

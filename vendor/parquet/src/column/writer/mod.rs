@@ -113,6 +113,13 @@ impl ColumnWriter<'_> {
         downcast_writer!(self, typed, typed.add_data_page())
     }
 
+    /// Tributary patch: ends the buffered data page here (see
+    /// [`GenericColumnWriter::end_data_page`]).
+    #[cfg(feature = "arrow")]
+    pub(crate) fn end_data_page(&mut self) -> Result<()> {
+        downcast_writer!(self, typed, typed.end_data_page())
+    }
+
     /// Close this [`ColumnWriter`], returning the metadata for the column chunk.
     pub fn close(self) -> Result<ColumnCloseResult> {
         downcast_writer!(self, typed, typed.close())
@@ -1336,6 +1343,16 @@ impl<'a, E: ColumnValueEncoder> GenericColumnWriter<'a, E> {
             }
             stats => stats,
         }
+    }
+
+    /// Tributary patch: ends the buffered data page here if it holds any values, so the next
+    /// value written starts a new page. A writer that knows where readers will prune (a
+    /// series' start, an hour boundary) puts page boundaries there.
+    pub(crate) fn end_data_page(&mut self) -> Result<()> {
+        if self.page_metrics.num_buffered_values == 0 {
+            return Ok(());
+        }
+        self.add_data_page()
     }
 
     /// Adds data page.

@@ -119,11 +119,13 @@ fn join_streams_8_sse2(src: &[u8], dst: &mut [u8], stride: usize, values_decoded
         }
         i += 16;
     }
-    for (k, value) in dst[vectorised * 8..n * 8].chunks_exact_mut(8).enumerate() {
-        for (j, byte) in value.iter_mut().enumerate() {
-            *byte = streams[j][vectorised + k];
-        }
-    }
+    // The last n % 16 values.
+    join_streams_const::<8>(
+        src,
+        &mut dst[vectorised * 8..n * 8],
+        stride,
+        values_decoded + vectorised,
+    );
 }
 
 // Like the above, but type_size is not known at compile time.
