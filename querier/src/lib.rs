@@ -20,6 +20,7 @@ mod placeholders;
 mod run_aggregate;
 mod system;
 mod table;
+mod time_pages;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -34,8 +34,12 @@ use datafusion::config::TableParquetOptions;
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::physical_plan::parquet::{
+    CachedParquetFileReaderFactory, ParquetRowSelection,
+};
+use datafusion::datasource::physical_plan::{
+    FileGroup, FileScanConfigBuilder, ParquetFileReaderFactory, ParquetSource,
+};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema as ScanSchema;
 use datafusion::error::{DataFusionError, Result};
@@ -45,10 +49,15 @@ use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPu
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::col;
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::scalar::ScalarValue;
+use parquet::arrow::arrow_reader::RowSelection;
 
+use crate::page_index::PageIndexReaderFactory;
+use crate::time_pages::{self, TimeRange};
 use crate::{BufferReader, BufferedPartition};
 use dedup::{CHUNK_ORDER, DeduplicateExec, partitioned_file, sort_ordering};
 
@@ -118,6 +127,16 @@ impl fmt::Debug for Table {
     }
 }
 
+/// A file to scan, and the rows of it to read if not all.
+type ScanFile = (ParquetFile, Option<RowSelection>);
+
+/// Time filters DataFusion left to the scan: the range they keep, and them as one predicate
+/// over the scan's columns.
+struct ExactTime {
+    range: TimeRange,
+    predicate: Arc<dyn PhysicalExpr>,
+}
+
 /// One source of rows of a partition day.
 enum Source {
     File(ParquetFile),
@@ -162,8 +181,15 @@ impl TableProvider for Table {
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
         // Filters prune partitions, files, row groups and pages; DataFusion still applies
-        // every filter to the rows.
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        // every filter to the rows, except comparisons of `time` with a timestamp, which the
+        // scan applies itself: mostly from the page index (see `time_pages`).
+        Ok(filters
+            .iter()
+            .map(|f| match TimeRange::of_filter(f) {
+                Some(_) => TableProviderFilterPushDown::Exact,
+                None => TableProviderFilterPushDown::Inexact,
+            })
+            .collect())
     }
 
     async fn scan(
@@ -210,6 +236,39 @@ impl Table {
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let Some(range) = TimeRange::of_filters(filters) else {
+            return self.scan_arms(state, projection, filters, None).await;
+        };
+        // DataFusion leaves the time filters to this scan (`supports_filters_pushdown`): `time`
+        // is read to apply them even when the query does not ask for it.
+        let exact = filters
+            .iter()
+            .filter(|f| TimeRange::of_filter(f).is_some())
+            .cloned();
+        let time = self.schema.index_of(TIME_COLUMN)?;
+        let (asked, read) = self.columns_to_read(projection, [time]);
+        let read_schema = DFSchema::try_from(Arc::new(self.schema.project(&read)?))?;
+        let predicate = state.create_physical_expr(
+            conjunction(exact).expect("a time filter, as `range` says"),
+            &read_schema,
+        )?;
+        let exact = ExactTime { range, predicate };
+        let plan = self
+            .scan_arms(state, Some(&read), filters, Some(exact))
+            .await?;
+        keep_first(plan, asked.len())
+    }
+
+    /// The table's rows from buffer and files as a union of scans. With `exact`, only rows in
+    /// its range: files' pages inside it are read as they are, and everything else is
+    /// filtered by its predicate.
+    async fn scan_arms(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        exact: Option<ExactTime>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let projected = match projection {
             Some(p) => Arc::new(self.schema.project(p)?),
@@ -280,9 +339,31 @@ impl Table {
         });
 
         let bloom_filters = self.bloom_filters_prune(filters);
+        // Arms that hold only rows in `exact`'s range, and arms to be filtered by it.
         let mut arms: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        let mut filtered: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !plain_files.is_empty() {
-            arms.push(self.plain_parquet(state, plain_files, projection, bloom_filters)?);
+            match &exact {
+                None => {
+                    let files = plain_files.into_iter().map(|f| (f, None)).collect();
+                    arms.push(self.plain_parquet(state, files, projection, bloom_filters)?);
+                }
+                Some(exact) => {
+                    let (inside, straddling) =
+                        self.split_pages(state, plain_files, exact.range).await?;
+                    if !inside.is_empty() {
+                        arms.push(self.plain_parquet(state, inside, projection, bloom_filters)?);
+                    }
+                    if !straddling.is_empty() {
+                        filtered.push(self.plain_parquet(
+                            state,
+                            straddling,
+                            projection,
+                            bloom_filters,
+                        )?);
+                    }
+                }
+            }
         }
         for (ids, files) in deleted_from {
             let deletes: Vec<&NewTombstone> = tombstones
@@ -290,7 +371,7 @@ impl Table {
                 .filter(|t| ids.contains(&t.id.0))
                 .map(|t| &t.delete)
                 .collect();
-            arms.push(self.parquet_without_deleted(
+            filtered.push(self.parquet_without_deleted(
                 state,
                 files,
                 projection,
@@ -299,7 +380,7 @@ impl Table {
             )?);
         }
         if !plain_buffer.is_empty() {
-            arms.push(spread_buffer(
+            filtered.push(spread_buffer(
                 state,
                 plain_buffer,
                 &self.schema,
@@ -317,7 +398,17 @@ impl Table {
                     }
                 }
             }
-            arms.push(self.deduplicated(state, group, projection, filters, &deletes)?);
+            filtered.push(self.deduplicated(state, group, projection, filters, &deletes)?);
+        }
+        match exact {
+            Some(exact) if !filtered.is_empty() => {
+                // One filter above them all: DataFusion pushes it into each scan.
+                arms.push(Arc::new(FilterExec::try_new(
+                    exact.predicate,
+                    UnionExec::try_new(filtered)?,
+                )?));
+            }
+            _ => arms.extend(filtered),
         }
         if arms.is_empty() {
             return Ok(MemorySourceConfig::try_new_exec(
@@ -377,8 +468,6 @@ impl Table {
         predicate: Option<Expr>,
         bloom_filters: bool,
     ) -> Result<ParquetSource> {
-        let runtime = state.runtime_env();
-        let store = runtime.object_store(&self.sources.store_url)?;
         let mut options = TableParquetOptions {
             global: state.config_options().execution.parquet.clone(),
             ..Default::default()
@@ -386,12 +475,7 @@ impl Table {
         options.global.bloom_filter_on_read &= bloom_filters;
         let mut source = ParquetSource::new(scan_schema)
             .with_table_parquet_options(options)
-            .with_parquet_file_reader_factory(Arc::new(crate::page_index::PageIndexReaderFactory(
-                CachedParquetFileReaderFactory::new(
-                    store,
-                    runtime.cache_manager.get_file_metadata_cache(),
-                ),
-            )));
+            .with_parquet_file_reader_factory(Arc::new(self.reader_factory(state)?));
         if let Some(predicate) = predicate {
             let df_schema = DFSchema::try_from(Arc::clone(&self.schema))?;
             source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
@@ -399,11 +483,57 @@ impl Table {
         Ok(source)
     }
 
-    /// Files that overlap no other source: one scan, every filter used for pruning.
-    fn plain_parquet(
+    /// Sorts files' pages by `range` (see [`time_pages`]): the files' rows on pages inside
+    /// it, which need no time filter, and on pages that straddle a bound (all the rows of a
+    /// file without a page index for `time`), which do. Pages outside it are in neither.
+    async fn split_pages(
         &self,
         state: &dyn Session,
         files: Vec<ParquetFile>,
+        range: TimeRange,
+    ) -> Result<(Vec<ScanFile>, Vec<ScanFile>)> {
+        let readers = self.reader_factory(state)?;
+        let metrics = ExecutionPlanMetricsSet::new();
+        let (mut inside, mut straddling) = (Vec::new(), Vec::new());
+        for f in files {
+            let file = partitioned_file(&f.file.path, f.file.size_bytes)?;
+            // The footer and page index the scan reads next, from the metadata cache.
+            let metadata = readers
+                .create_reader(0, file, None, &metrics)?
+                .get_metadata(None)
+                .await
+                .map_err(|e| DataFusionError::ParquetError(Box::new(e)))?;
+            match time_pages::split_pages(&metadata, range) {
+                None => straddling.push((f, None)),
+                Some(split) => {
+                    if let Some(rows) = split.inside {
+                        inside.push((f.clone(), Some(rows)));
+                    }
+                    if let Some(rows) = split.straddling {
+                        straddling.push((f, Some(rows)));
+                    }
+                }
+            }
+        }
+        Ok((inside, straddling))
+    }
+
+    /// Readers of this table's files whose metadata, page index included, is cached.
+    fn reader_factory(&self, state: &dyn Session) -> Result<PageIndexReaderFactory> {
+        let runtime = state.runtime_env();
+        let store = runtime.object_store(&self.sources.store_url)?;
+        Ok(PageIndexReaderFactory(CachedParquetFileReaderFactory::new(
+            store,
+            runtime.cache_manager.get_file_metadata_cache(),
+        )))
+    }
+
+    /// Files that overlap no other source: one scan, every filter used for pruning. A file
+    /// given with a row selection reads only those rows.
+    fn plain_parquet(
+        &self,
+        state: &dyn Session,
+        files: Vec<ScanFile>,
         projection: Option<&Vec<usize>>,
         bloom_filters: bool,
     ) -> Result<Arc<dyn ExecutionPlan>> {
@@ -418,16 +548,18 @@ impl Table {
         let partitions = state.config().target_partitions().max(1);
         let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); partitions];
         let mut files = files;
-        files.sort_by_key(|f| std::cmp::Reverse(f.file.size_bytes));
-        for f in files {
+        files.sort_by_key(|(f, _)| std::cmp::Reverse(f.file.size_bytes));
+        for (f, rows) in files {
             let lightest = groups
                 .iter_mut()
                 .min_by_key(|(bytes, _)| *bytes)
                 .expect("at least one group");
             lightest.0 += f.file.size_bytes;
-            lightest
-                .1
-                .push(partitioned_file(&f.file.path, f.file.size_bytes)?);
+            let mut file = partitioned_file(&f.file.path, f.file.size_bytes)?;
+            if let Some(rows) = rows {
+                file = file.with_extension(ParquetRowSelection::new(rows));
+            }
+            lightest.1.push(file);
         }
         let groups = groups
             .into_iter()
@@ -457,6 +589,7 @@ impl Table {
             .chain([TIME_COLUMN])
             .filter_map(|name| self.schema.index_of(name).ok());
         let (asked, read) = self.columns_to_read(projection, compared);
+        let files = files.into_iter().map(|f| (f, None)).collect();
         let scan = self.plain_parquet(state, files, Some(&read), bloom_filters)?;
         let Some(surviving) = dedup::surviving_rows(deletes, &scan.schema(), None)? else {
             return Ok(scan);
@@ -616,12 +749,14 @@ fn filter_then_project(
     predicate: Arc<dyn PhysicalExpr>,
     asked: usize,
 ) -> Result<Arc<dyn ExecutionPlan>> {
+    keep_first(Arc::new(FilterExec::try_new(predicate, input)?), asked)
+}
+
+/// `input`'s first `asked` columns.
+fn keep_first(input: Arc<dyn ExecutionPlan>, asked: usize) -> Result<Arc<dyn ExecutionPlan>> {
     let schema = input.schema();
-    let filtered: Arc<dyn ExecutionPlan> = Arc::new(
-        datafusion::physical_plan::filter::FilterExec::try_new(predicate, input)?,
-    );
     if schema.fields().len() == asked {
-        return Ok(filtered);
+        return Ok(input);
     }
     let exprs = (0..asked)
         .map(|i| {
@@ -629,7 +764,7 @@ fn filter_then_project(
             Ok((col(name, &schema)?, name.clone()))
         })
         .collect::<Result<Vec<(Arc<dyn PhysicalExpr>, String)>>>()?;
-    Ok(Arc::new(ProjectionExec::try_new(exprs, filtered)?))
+    Ok(Arc::new(ProjectionExec::try_new(exprs, input)?))
 }
 
 /// A table's buffered partitions that may overlap `[min, max]` time. Reading may deduplicate

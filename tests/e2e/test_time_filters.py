@@ -1,0 +1,112 @@
+"""Time filters answer the same from the buffer, from Parquet files and from both.
+
+Parquet files end data pages where a series starts and on hour boundaries, and the querier
+reads pages inside a time filter's range without evaluating the filter, evaluates it on pages
+that straddle a bound, and skips the rest (`querier/src/time_pages.rs`). Specifies that, for
+windows on page boundaries and off them, with `>`, `>=`, `<`, `<=`, `=`, `BETWEEN` and the
+literal on either side, with and without a tag filter, and with `time` selected or not:
+- the rows returned are exactly those a row-by-row filter keeps (checked against the data
+  the test wrote), while the rows are buffered, once they are persisted, and when a persisted
+  file and newer buffered rows for the same keys are read together.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from conftest import query, write_lp
+from persistence_contract import PERSIST_SOON, wait_for_persisted
+
+HOSTS = ["host_0", "host_1", "host_2", "host_3"]
+STEP_S = 10
+HOURS = 8
+T0 = int(datetime(2016, 1, 1, tzinfo=timezone.utc).timestamp())  # seconds
+
+
+def usage(host: int, second: int) -> int:
+    return (host * 7919 + second // STEP_S * 31) % 1000
+
+
+ROWS = [(h, T0 + i * STEP_S) for h in range(len(HOSTS)) for i in range(HOURS * 3600 // STEP_S)]
+
+
+def iso(second: int) -> str:
+    return datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def at(hours: float) -> int:
+    return T0 + round(hours * 3600)
+
+
+# (SQL condition on time, which seconds it keeps)
+WINDOWS = [
+    # host_0's pages hold 00:00-03:00, 03:00-06:00, ...: whole pages.
+    (f"time >= '{iso(at(3))}' AND time < '{iso(at(6))}'", lambda s: at(3) <= s < at(6)),
+    (f"time >= '{iso(at(2))}' AND time < '{iso(at(5))}'", lambda s: at(2) <= s < at(5)),
+    (f"time >= '{iso(at(1.5) + 5)}' AND time <= '{iso(at(4.2))}'", lambda s: at(1.5) + 5 <= s <= at(4.2)),
+    (f"time > '{iso(at(3))}' AND time < '{iso(at(3) + 60)}'", lambda s: at(3) < s < at(3) + 60),
+    (f"'{iso(at(6))}' <= time", lambda s: s >= at(6)),
+    (f"time <= '{iso(at(0.5))}'", lambda s: s <= at(0.5)),
+    (f"time = '{iso(at(7) + 30)}'", lambda s: s == at(7) + 30),
+    (f"time BETWEEN '{iso(at(3))}' AND '{iso(at(6))}'", lambda s: at(3) <= s <= at(6)),
+    (f"time >= '{iso(at(9))}'", lambda s: False),
+]
+WINDOW_IDS = ["pages", "hours", "off-page", "open-bounds", "literal-first", "up-to", "equal", "between", "after-all"]
+
+
+def write_rows(server, db, rows, value=usage) -> None:
+    lines = [f"cpu,hostname={HOSTS[h]} usage_user={value(h, s)}i {s * 1_000_000_000}" for h, s in rows]
+    for start in range(0, len(lines), 5_000):
+        write_lp(server, db, "\n".join(lines[start : start + 5_000])).raise_for_status()
+
+
+def expected(keep, value=usage, host: int | None = None) -> tuple[int, int]:
+    rows = [(h, s) for h, s in ROWS if keep(s) and (host is None or h == host)]
+    return len(rows), sum(value(h, s) for h, s in rows)
+
+
+def answers(server, db, condition: str, host: int | None = None) -> tuple[int, int]:
+    tag = f" AND hostname = '{HOSTS[host]}'" if host is not None else ""
+    [row] = query(server, db, f"SELECT count(*) AS n, sum(usage_user) AS total FROM cpu WHERE {condition}{tag}")
+    return row["n"], row.get("total") or 0
+
+
+def selected_times(server, db, condition: str) -> list[str]:
+    rows = query(server, db, f"SELECT time FROM cpu WHERE {condition} AND hostname = 'host_2' ORDER BY time")
+    return [r["time"] for r in rows]
+
+
+@pytest.fixture
+def loaded(start_server, db):
+    server = start_server("--persist-interval", PERSIST_SOON)
+    write_rows(server, db, ROWS)
+    return server
+
+
+@pytest.mark.parametrize(("condition", "keep"), WINDOWS, ids=WINDOW_IDS)
+def test_time_filters_keep_the_same_rows_from_buffer_and_from_files(loaded, db, condition, keep):
+    server = loaded
+    buffered = (answers(server, db, condition), answers(server, db, condition, host=1), selected_times(server, db, condition))
+    wait_for_persisted(server, db, {"cpu": len(ROWS)})
+    persisted = (answers(server, db, condition), answers(server, db, condition, host=1), selected_times(server, db, condition))
+    assert persisted[0] == expected(keep)
+    assert persisted[1] == expected(keep, host=1)
+    assert len(persisted[2]) == expected(keep, host=2)[0]
+    assert persisted == buffered
+
+
+def test_time_filters_over_a_file_and_newer_buffered_rows_for_the_same_keys(loaded, db):
+    server = loaded
+    wait_for_persisted(server, db, {"cpu": len(ROWS)})
+    # New values for host_1 from 02:00 to 04:00: read from the buffer and the file together.
+    rewritten = [(h, s) for h, s in ROWS if h == 1 and at(2) <= s < at(4)]
+
+    def newer(h: int, s: int) -> int:
+        return usage(h, s) + (1000 if h == 1 and at(2) <= s < at(4) else 0)
+
+    write_rows(server, db, rewritten, value=newer)
+    for condition, keep in WINDOWS:
+        assert answers(server, db, condition) == expected(keep, value=newer), condition
+        assert answers(server, db, condition, host=1) == expected(keep, value=newer, host=1), condition
