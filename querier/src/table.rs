@@ -54,7 +54,10 @@ use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::scalar::ScalarValue;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use parquet::arrow::arrow_reader::RowSelection;
+use parquet::file::metadata::ParquetMetaData;
 
 use crate::page_index::PageIndexReaderFactory;
 use crate::time_pages::{self, TimeRange};
@@ -126,6 +129,9 @@ impl fmt::Debug for Table {
             .finish()
     }
 }
+
+/// Files whose metadata a scan reads at once while planning (see [`Table::split_pages`]).
+const METADATA_READS: usize = 16;
 
 /// A file to scan, and the rows of it to read if not all.
 type ScanFile = (ParquetFile, Option<RowSelection>);
@@ -202,30 +208,20 @@ impl TableProvider for Table {
         let Some(cutoff) = self.retention_cutoff_ns else {
             return self.scan_sources(state, projection, filters).await;
         };
-        // Past the retention period: prune with `time >= cutoff` like a query's own filter,
-        // then drop older rows exactly (a file or chunk may straddle the cutoff). `time` is
-        // read for that even when the query does not ask for it.
-        let time = self.schema.index_of(TIME_COLUMN)?;
-        let (asked, read) = self.columns_to_read(projection, [time]);
-        let time_position = read.iter().position(|&i| i == time).expect("time is read");
-        let cutoff_value = ScalarValue::TimestampNanosecond(Some(cutoff), None);
-        let mut filters = filters.to_vec();
-        filters.push(Expr::BinaryExpr(BinaryExpr::new(
+        // Past the retention period: `time >= cutoff`, which the scan applies exactly like a
+        // query's own time filters (from the page index where it can, see `time_pages`).
+        let retained = Expr::BinaryExpr(BinaryExpr::new(
             Box::new(Expr::Column(TIME_COLUMN.into())),
             Operator::GtEq,
-            Box::new(Expr::Literal(cutoff_value.clone(), None)),
-        )));
-        let input = self.scan_sources(state, Some(&read), &filters).await?;
-        let retained: Arc<dyn PhysicalExpr> =
-            Arc::new(datafusion::physical_expr::expressions::BinaryExpr::new(
-                Arc::new(datafusion::physical_expr::expressions::Column::new(
-                    TIME_COLUMN,
-                    time_position,
-                )),
-                Operator::GtEq,
-                datafusion::physical_expr::expressions::lit(cutoff_value),
-            ));
-        filter_then_project(input, retained, asked.len())
+            Box::new(Expr::Literal(
+                ScalarValue::TimestampNanosecond(Some(cutoff), None),
+                None,
+            )),
+        ));
+        debug_assert!(TimeRange::of_filter(&retained).is_some());
+        let mut filters = filters.to_vec();
+        filters.push(retained);
+        self.scan_sources(state, projection, &filters).await
     }
 }
 
@@ -494,15 +490,31 @@ impl Table {
     ) -> Result<(Vec<ScanFile>, Vec<ScanFile>)> {
         let readers = self.reader_factory(state)?;
         let metrics = ExecutionPlanMetricsSet::new();
+        // The footers and page indexes the scan reads next, from the metadata cache; a few
+        // files at a time when they are not cached yet.
+        let loads = files
+            .iter()
+            .map(|f| {
+                let file = partitioned_file(&f.file.path, f.file.size_bytes)?;
+                let mut reader = readers.create_reader(0, file, None, &metrics)?;
+                // Boxed here rather than in a stream closure: async_trait's `Send` check
+                // cannot see through a closure over a trait object's lifetime.
+                let load: BoxFuture<'static, Result<Arc<ParquetMetaData>>> = async move {
+                    reader
+                        .get_metadata(None)
+                        .await
+                        .map_err(|e| DataFusionError::ParquetError(Box::new(e)))
+                }
+                .boxed();
+                Ok(load)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let metadata: Vec<_> = futures::stream::iter(loads)
+            .buffered(METADATA_READS)
+            .try_collect()
+            .await?;
         let (mut inside, mut straddling) = (Vec::new(), Vec::new());
-        for f in files {
-            let file = partitioned_file(&f.file.path, f.file.size_bytes)?;
-            // The footer and page index the scan reads next, from the metadata cache.
-            let metadata = readers
-                .create_reader(0, file, None, &metrics)?
-                .get_metadata(None)
-                .await
-                .map_err(|e| DataFusionError::ParquetError(Box::new(e)))?;
+        for (f, metadata) in files.into_iter().zip(metadata) {
             match time_pages::split_pages(&metadata, range) {
                 None => straddling.push((f, None)),
                 Some(split) => {

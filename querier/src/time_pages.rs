@@ -110,8 +110,15 @@ pub(crate) fn split_pages(metadata: &ParquetMetaData, range: TimeRange) -> Optio
             let count = usize::try_from(end - location.first_row_index).ok()?;
             let place = match (index.min_value(page), index.max_value(page)) {
                 (Some(&min), Some(&max)) if max < range.min || min > range.max => Place::Outside,
-                (Some(&min), Some(&max)) if min >= range.min && max <= range.max => Place::Inside,
-                // Null times cannot match; a page of them is read with the filter, as before.
+                // A null time cannot match: only a page without nulls is wholly inside.
+                (Some(&min), Some(&max))
+                    if min >= range.min
+                        && max <= range.max
+                        && index.null_count(page) == Some(0) =>
+                {
+                    Place::Inside
+                }
+                // A page of null times, or without statistics, is read with the filter.
                 _ => Place::Straddling,
             };
             inside.push(selector(count, place == Place::Inside));

@@ -95,6 +95,9 @@ def test_time_filters_keep_the_same_rows_from_buffer_and_from_files(loaded, db, 
     assert persisted[1] == expected(keep, host=1)
     assert len(persisted[2]) == expected(keep, host=2)[0]
     assert persisted == buffered
+    # No column of the table asked for: `time` is read for the filter alone.
+    [row] = query(server, db, f"SELECT count(*) AS n FROM cpu WHERE {condition}")
+    assert row["n"] == expected(keep)[0]
 
 
 def test_time_filters_over_a_file_and_newer_buffered_rows_for_the_same_keys(loaded, db):
