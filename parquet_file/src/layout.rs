@@ -216,22 +216,23 @@ mod tests {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
 
+    /// A partition's schema: `fields` (nullable `Float64`), the tag `host`, then `time`.
+    fn schema(fields: &[&str]) -> SchemaRef {
+        let tag = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+        let time = DataType::Timestamp(TimeUnit::Nanosecond, None);
+        let fields = fields
+            .iter()
+            .map(|name| Field::new(*name, DataType::Float64, true))
+            .chain([
+                Field::new("host", tag, true),
+                Field::new("time", time, false),
+            ]);
+        Arc::new(Schema::new(fields.collect::<Vec<_>>()))
+    }
+
     /// 20,000 rows of 50 hosts, sorted by (host, time), one sparse field.
     fn partition() -> RecordBatch {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("f", DataType::Float64, true),
-            Field::new("g", DataType::Float64, true),
-            Field::new(
-                "host",
-                DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
-                true,
-            ),
-            Field::new(
-                "time",
-                DataType::Timestamp(TimeUnit::Nanosecond, None),
-                false,
-            ),
-        ]));
+        let schema = schema(&["f", "g"]);
         let mut rows: Vec<(String, i64, f64, Option<f64>)> = (0..20_000)
             .map(|i| {
                 let g = (i % 3 == 0).then_some(1.0);
@@ -445,19 +446,7 @@ mod tests {
     /// Series sorted as a partition is, with one field: `(host, first time, step, rows)`,
     /// one row every `step` ns.
     fn series(hosts: &[(&str, i64, i64, i64)]) -> RecordBatch {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("f", DataType::Float64, true),
-            Field::new(
-                "host",
-                DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
-                true,
-            ),
-            Field::new(
-                "time",
-                DataType::Timestamp(TimeUnit::Nanosecond, None),
-                false,
-            ),
-        ]));
+        let schema = schema(&["f"]);
         let mut host = StringDictionaryBuilder::<Int32Type>::new();
         let mut times = Vec::new();
         for &(name, first, step, rows) in hosts {

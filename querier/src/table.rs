@@ -877,21 +877,18 @@ fn time_bounds(filters: &[Expr]) -> (i64, i64) {
 }
 
 fn narrow(expr: &Expr, bounds: &mut (i64, i64)) {
-    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = expr else {
-        return;
-    };
-    if *op == Operator::And {
+    if let Expr::BinaryExpr(BinaryExpr {
+        left,
+        op: Operator::And,
+        right,
+    }) = expr
+    {
         narrow(left, bounds);
         narrow(right, bounds);
         return;
     }
-    let (op, value) = match (left.as_ref(), right.as_ref()) {
-        (Expr::Column(c), Expr::Literal(v, _)) if c.name == TIME_COLUMN => (*op, v),
-        (Expr::Literal(v, _), Expr::Column(c)) if c.name == TIME_COLUMN => match op.swap() {
-            Some(op) => (op, v),
-            None => return,
-        },
-        _ => return,
+    let Some((op, value)) = time_pages::time_comparison(expr) else {
+        return;
     };
     let Some(ns) = timestamp_ns(value) else {
         return;

@@ -29,14 +29,7 @@ impl TimeRange {
     /// nanosecond timestamp (`time >= '2016-01-01T06:00:00Z'` once DataFusion has simplified
     /// it) and so holds for a row exactly when its time is in the range.
     pub(crate) fn of_filter(filter: &Expr) -> Option<Self> {
-        let Expr::BinaryExpr(BinaryExpr { left, op, right }) = filter else {
-            return None;
-        };
-        let (op, value) = match (left.as_ref(), right.as_ref()) {
-            (Expr::Column(c), Expr::Literal(v, _)) if c.name == TIME_COLUMN => (*op, v),
-            (Expr::Literal(v, _), Expr::Column(c)) if c.name == TIME_COLUMN => (op.swap()?, v),
-            _ => return None,
-        };
+        let (op, value) = time_comparison(filter)?;
         // Other units would compare through a cast: leave those to DataFusion.
         let ScalarValue::TimestampNanosecond(Some(ns), _) = value else {
             return None;
@@ -62,6 +55,19 @@ impl TimeRange {
                 min: a.min.max(b.min),
                 max: a.max.min(b.max),
             })
+    }
+}
+
+/// `expr` as `time <op> literal`, if it compares the `time` column with a literal (on either
+/// side: `'2016-01-01' <= time` is `time >= '2016-01-01'`).
+pub(crate) fn time_comparison(expr: &Expr) -> Option<(Operator, &ScalarValue)> {
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = expr else {
+        return None;
+    };
+    match (left.as_ref(), right.as_ref()) {
+        (Expr::Column(c), Expr::Literal(v, _)) if c.name == TIME_COLUMN => Some((*op, v)),
+        (Expr::Literal(v, _), Expr::Column(c)) if c.name == TIME_COLUMN => Some((op.swap()?, v)),
+        _ => None,
     }
 }
 
