@@ -18,6 +18,7 @@
 //! file, which overlap and are deduplicated), never zero times.
 
 use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, AsArray, Int64Array, RecordBatch};
@@ -134,7 +135,22 @@ impl fmt::Debug for Table {
 const METADATA_READS: usize = 16;
 
 /// A file to scan, and the rows of it to read if not all.
-type ScanFile = (ParquetFile, Option<RowSelection>);
+type ScanFile = (ParquetFile, Option<SelectedRows>);
+
+/// Rows of a file a time split selected, and the bytes of the row groups that hold them
+/// ([`time_pages::row_group_bytes`]).
+#[derive(Debug, Clone)]
+struct SelectedRows {
+    rows: RowSelection,
+    bytes: Option<Range<u64>>,
+}
+
+impl SelectedRows {
+    fn new(metadata: &ParquetMetaData, rows: RowSelection) -> Self {
+        let bytes = time_pages::row_group_bytes(metadata, &rows);
+        Self { rows, bytes }
+    }
+}
 
 /// Time filters DataFusion left to the scan: the range they keep, and them as one predicate
 /// over the scan's columns.
@@ -519,10 +535,10 @@ impl Table {
                 None => straddling.push((f, None)),
                 Some(split) => {
                     if let Some(rows) = split.inside {
-                        inside.push((f.clone(), Some(rows)));
+                        inside.push((f.clone(), Some(SelectedRows::new(&metadata, rows))));
                     }
                     if let Some(rows) = split.straddling {
-                        straddling.push((f, Some(rows)));
+                        straddling.push((f, Some(SelectedRows::new(&metadata, rows))));
                     }
                 }
             }
@@ -559,18 +575,30 @@ impl Table {
         )?;
         let partitions = state.config().target_partitions().max(1);
         let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); partitions];
-        let mut files = files;
-        files.sort_by_key(|(f, _)| std::cmp::Reverse(f.file.size_bytes));
-        for (f, rows) in files {
+        let mut files: Vec<PartitionedFile> = files
+            .into_iter()
+            .map(|(f, selected)| {
+                let mut file = partitioned_file(&f.file.path, f.file.size_bytes)?;
+                if let Some(SelectedRows { rows, bytes }) = selected {
+                    if let Some(bytes) = bytes {
+                        let to_i64 = |b: u64| {
+                            i64::try_from(b).map_err(|e| DataFusionError::External(e.into()))
+                        };
+                        file = file.with_range(to_i64(bytes.start)?, to_i64(bytes.end)?);
+                    }
+                    file = file.with_extension(ParquetRowSelection::new(rows));
+                }
+                Ok(file)
+            })
+            .collect::<Result<_>>()?;
+        // Balanced by the bytes each file's scan covers (a range, if a time split narrowed it).
+        files.sort_by_key(|f| std::cmp::Reverse(f.effective_size()));
+        for file in files {
             let lightest = groups
                 .iter_mut()
                 .min_by_key(|(bytes, _)| *bytes)
                 .expect("at least one group");
-            lightest.0 += f.file.size_bytes;
-            let mut file = partitioned_file(&f.file.path, f.file.size_bytes)?;
-            if let Some(rows) = rows {
-                file = file.with_extension(ParquetRowSelection::new(rows));
-            }
+            lightest.0 += file.effective_size();
             lightest.1.push(file);
         }
         let groups = groups

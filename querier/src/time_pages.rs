@@ -8,6 +8,8 @@
 //! column's page index into three sets; the scan reads the pages inside the range with no time
 //! filter at all, evaluates it only on the pages that straddle a bound, and skips the rest.
 
+use std::ops::Range;
+
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 use datafusion::scalar::ScalarValue;
 use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
@@ -141,6 +143,50 @@ pub(crate) fn split_pages(metadata: &ParquetMetaData, range: TimeRange) -> Optio
     })
 }
 
+/// The bytes from the first to the last row group of `metadata` that hold rows of `selection`.
+///
+/// Given as a scan's file range, DataFusion opens only those row groups (it keeps a row group
+/// whose first page starts in the range) and divides the scan among partitions by these bytes,
+/// not the whole file's: a query that needs one row group of a 58 MB file then opens the file
+/// once instead of once per partition, each evaluating its statistics and page index.
+pub(crate) fn row_group_bytes(
+    metadata: &ParquetMetaData,
+    selection: &RowSelection,
+) -> Option<Range<u64>> {
+    let mut selected = Vec::new();
+    let mut row = 0;
+    for selector in selection.iter() {
+        if !selector.skip {
+            selected.push(row..row + selector.row_count);
+        }
+        row += selector.row_count;
+    }
+    let mut bytes: Option<Range<u64>> = None;
+    let mut next = selected.iter().peekable();
+    let mut first_row = 0;
+    for row_group in metadata.row_groups() {
+        let rows = first_row..first_row + usize::try_from(row_group.num_rows()).ok()?;
+        first_row = rows.end;
+        // Selected rows that end before this row group are behind us.
+        while next.next_if(|r| r.end <= rows.start).is_some() {}
+        let holds_selected_rows = next.peek().is_some_and(|r| r.start < rows.end);
+        if !holds_selected_rows {
+            continue;
+        }
+        let chunks = row_group.columns().iter().map(|c| {
+            let (start, length) = c.byte_range();
+            start..start + length
+        });
+        let start = chunks.clone().map(|c| c.start).min()?;
+        let end = chunks.map(|c| c.end).max()?;
+        bytes = Some(match bytes {
+            None => start..end,
+            Some(b) => b.start.min(start)..b.end.max(end),
+        });
+    }
+    bytes
+}
+
 #[derive(PartialEq)]
 enum Place {
     Inside,
@@ -268,5 +314,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(split, PageSplit::default());
+    }
+
+    #[test]
+    fn a_selection_spans_the_bytes_of_the_row_groups_holding_its_rows() {
+        let metadata = four_pages();
+        let bytes_of = |row_group: usize| {
+            let chunk = metadata.row_group(row_group).column(0).byte_range();
+            chunk.0..chunk.0 + chunk.1
+        };
+        let (first, second) = (bytes_of(0), bytes_of(1));
+        assert!(first.end <= second.start);
+        let span =
+            |selectors: &[(bool, usize)]| row_group_bytes(&metadata, &rows(selectors).unwrap());
+        // Rows of the second row group only, then of the first only (a selection may stop
+        // short of the last row).
+        assert_eq!(span(&[(false, 250), (true, 10)]), Some(second.clone()));
+        assert_eq!(span(&[(false, 199), (true, 1)]), Some(first.clone()));
+        // The last row of the first and the first of the second: both.
+        assert_eq!(
+            span(&[(false, 199), (true, 2), (false, 199)]),
+            Some(first.start..second.end)
+        );
+        assert_eq!(span(&[(false, 400)]), None);
     }
 }

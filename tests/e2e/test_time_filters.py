@@ -7,17 +7,20 @@ windows on page boundaries and off them, with `>`, `>=`, `<`, `<=`, `=`, `BETWEE
 literal on either side, with and without a tag filter, and with `time` selected or not:
 - the rows returned are exactly those a row-by-row filter keeps (checked against the data
   the test wrote), while the rows are buffered, once they are persisted, and when a persisted
-  file and newer buffered rows for the same keys are read together.
+  file and newer buffered rows for the same keys are read together;
+- in a file of several row groups, whether a window's pages lie in the first row group, the
+  last, or both (the scan reads only the bytes of the row groups holding selected pages).
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import pyarrow.parquet as pq
 import pytest
 
-from conftest import query, write_lp
-from persistence_contract import PERSIST_SOON, wait_for_persisted
+from conftest import query, ts_ns, write_lp
+from persistence_contract import PERSIST_NEVER, PERSIST_SOON, parquet_files, wait_for_persisted
 
 HOSTS = ["host_0", "host_1", "host_2", "host_3"]
 STEP_S = 10
@@ -113,3 +116,39 @@ def test_time_filters_over_a_file_and_newer_buffered_rows_for_the_same_keys(load
     for condition, keep in WINDOWS:
         assert answers(server, db, condition) == expected(keep, value=newer), condition
         assert answers(server, db, condition, host=1) == expected(keep, value=newer, host=1), condition
+
+
+def test_time_filters_read_the_row_groups_that_hold_their_pages(start_server, db):
+    # Twelve hosts of 8 h, then `host_late` from 08:00 to 10:00: one file of two row groups
+    # (a row group ends at the first page boundary past 32,768 rows), the second holding
+    # host_11's last page and all of host_late.
+    hosts = [f"host_{i:02d}" for i in range(12)] + ["host_late"]
+    rows = [(h, s) for h in range(12) for s in range(T0, at(8), STEP_S)]
+    rows += [(12, s) for s in range(at(8), at(10), STEP_S)]
+
+    server = start_server("--persist-interval", PERSIST_NEVER)
+    lines = [f"cpu,hostname={hosts[h]} usage_user={usage(h, s)}i {s * 1_000_000_000}" for h, s in rows]
+    for start in range(0, len(lines), 5_000):
+        write_lp(server, db, "\n".join(lines[start : start + 5_000])).raise_for_status()
+    server.terminate()  # graceful: the buffer goes to one file
+    server.start()
+    [listed] = parquet_files(server, db)
+    metadata = pq.ParquetFile(server.data_dir / "objects" / listed["path"]).metadata
+    assert metadata.num_row_groups == 2
+    hostname = metadata.schema.names.index("hostname")
+    assert metadata.row_group(1).column(hostname).statistics.max == "host_late"
+    assert metadata.row_group(0).column(hostname).statistics.max == "host_11"
+
+    windows = {
+        "first row group only": (f"time < '{iso(at(1))}'", lambda s: s < at(1)),
+        "last row group only": (f"time >= '{iso(at(8.5))}'", lambda s: s >= at(8.5)),
+        "both": (f"time >= '{iso(at(6))}' AND time < '{iso(at(9))}'", lambda s: at(6) <= s < at(9)),
+        "both, off pages": (f"time > '{iso(at(5.5))}' AND time <= '{iso(at(8.2))}'", lambda s: at(5.5) < s <= at(8.2)),
+    }
+    for name, (condition, keep) in windows.items():
+        kept = [(h, s) for h, s in rows if keep(s)]
+        [row] = query(server, db, f"SELECT count(*) AS n, sum(usage_user) AS total FROM cpu WHERE {condition}")
+        assert (row["n"], row.get("total") or 0) == (len(kept), sum(usage(h, s) for h, s in kept)), name
+        late = [s for h, s in kept if h == 12]
+        times = query(server, db, f"SELECT time FROM cpu WHERE {condition} AND hostname = 'host_late' ORDER BY time")
+        assert [ts_ns(t["time"]) for t in times] == [s * 1_000_000_000 for s in late], name
