@@ -13,6 +13,7 @@
 //! that needs more fails with [`QueryError::ResourcesExhausted`] instead of taking the server
 //! down.
 
+mod date_bin;
 pub mod flight;
 mod last_values;
 mod page_index;
@@ -32,12 +33,14 @@ use catalog::Catalog;
 use datafusion::catalog::{MemoryCatalogProvider, MemoryCatalogProviderList};
 use datafusion::common::ParamValues;
 use datafusion::error::DataFusionError;
+use datafusion::execution::FunctionRegistry;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
+use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 
@@ -276,14 +279,18 @@ impl Querier {
             .map_err(QueryError::Internal)?;
         let store_url = ObjectStoreUrl::parse(OBJECT_STORE_URL).map_err(QueryError::Internal)?;
         runtime.register_object_store(store_url.as_ref(), store);
-        let session_template = Arc::new(
-            SessionStateBuilder::new()
-                .with_config(session_config())
-                .with_runtime_env(Arc::clone(&runtime))
-                .with_default_features()
-                .with_physical_optimizer_rule(Arc::new(run_aggregate::RunPartialAggregation))
-                .build(),
-        );
+        let mut session_template = SessionStateBuilder::new()
+            .with_config(session_config())
+            .with_runtime_env(Arc::clone(&runtime))
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(run_aggregate::RunPartialAggregation))
+            .build();
+        session_template
+            .register_udf(Arc::new(ScalarUDF::new_from_impl(
+                date_bin::DateBin::default(),
+            )))
+            .map_err(QueryError::Internal)?;
+        let session_template = Arc::new(session_template);
         Ok(Self {
             catalog,
             buffer,

@@ -58,6 +58,8 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
+use crate::date_bin::DateBin;
+
 /// Replaces each partial `AggregateExec` that [`RunPartialAggregateExec`] can compute.
 #[derive(Debug, Default)]
 pub(crate) struct RunPartialAggregation;
@@ -702,7 +704,8 @@ impl TimeBin {
         let Some(function) = expr.downcast_ref::<ScalarFunctionExpr>() else {
             return Ok(None);
         };
-        if !function.fun().inner().is::<DateBinFunc>() {
+        let inner = function.fun().inner();
+        if !(inner.is::<DateBin>() || inner.is::<DateBinFunc>()) {
             return Ok(None);
         }
         let literal = |i: usize| {
