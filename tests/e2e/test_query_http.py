@@ -443,6 +443,19 @@ def test_sql_endpoint_is_read_only(server, db, sql, tmp_path):
 # -- large results stream ----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("format", list(CONTENT_TYPES))
+def test_small_results_are_sent_whole_with_their_length(cpu, db, format):
+    resp = query_raw(cpu, db, SELECT_ALL, format)
+    assert resp.status_code == 200
+    assert content_type(resp) == CONTENT_TYPES[format]
+    assert int(resp.headers["Content-Length"]) == len(resp.content) > 0
+    result = parse_result(resp, format)
+    if format == "pretty":
+        assert all(row["msg"] in result for row in CPU_ROWS)
+    else:
+        assert len(result) == len(CPU_ROWS)
+
+
 def test_large_results_stream_complete_in_every_format(server, db):
     n = 150_000
     for start in range(0, n, 50_000):
@@ -453,6 +466,11 @@ def test_large_results_stream_complete_in_every_format(server, db):
 
     rows = query(server, db, sql, "json")
     assert len(rows) == n and sum(r["v"] for r in rows) == expected_sum
+
+    # Streamed as it is produced: no length known up front.
+    streamed = query_raw(server, db, sql, "jsonl")
+    assert "Content-Length" not in streamed.headers
+    assert streamed.headers.get("Transfer-Encoding") == "chunked"
 
     jsonl = query_raw(server, db, sql, "jsonl")
     assert jsonl.status_code == 200

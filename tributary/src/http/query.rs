@@ -98,13 +98,44 @@ async fn run(
         .await
         .transpose()
         .map_err(|e| querier.stream_error(e))?;
-    let encoder = format.encoder(&result.schema).map_err(|e| {
+    let encoding_error = |e: arrow::error::ArrowError| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("cannot encode as {}: {e}", format.name()),
         )
-    })?;
-    let body = stream_body(encoder, first, stream, querier, db.to_owned());
+    };
+    let mut encoder = format.encoder(&result.schema).map_err(encoding_error)?;
+    let mut leading: Vec<RecordBatch> = first.into_iter().collect();
+    // A small result is most often one batch: if the stream ends after it, it is encoded
+    // here and sent whole, with its length, sparing the hand-offs between the encoding
+    // thread, the channels and the response.
+    if leading
+        .iter()
+        .all(|b| b.get_array_memory_size() <= INLINE_RESULT_BYTES)
+    {
+        let next = stream
+            .next()
+            .await
+            .transpose()
+            .map_err(|e| querier.stream_error(e))?;
+        match next {
+            Some(batch) => leading.push(batch),
+            None => {
+                let mut out = Vec::new();
+                for batch in &leading {
+                    encoder.write(batch, &mut out).map_err(encoding_error)?;
+                }
+                encoder.finish(&mut out).map_err(encoding_error)?;
+                let mut response = Body::from(out).into_response();
+                response.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static(format.content_type()),
+                );
+                return Ok(response);
+            }
+        }
+    }
+    let body = stream_body(encoder, leading, stream, querier, db.to_owned());
     let mut response = Body::from_stream(body).into_response();
     response.headers_mut().insert(
         CONTENT_TYPE,
@@ -115,13 +146,15 @@ async fn run(
 
 /// Bytes of encoded output that are sent as one chunk of the response body.
 const BODY_CHUNK_BYTES: usize = 256 * 1024;
+/// Largest batch (Arrow memory) a result may be to be encoded on the request's task.
+const INLINE_RESULT_BYTES: usize = 256 * 1024;
 
 /// Encodes batches on the blocking pool as DataFusion produces them and hands the bytes to
 /// the response in chunks; bounded channels on both sides keep a large result from piling up
 /// in memory. An error after the first batch can only cut the body short, so it is logged.
 fn stream_body(
     mut encoder: crate::format::Encoder,
-    first: Option<RecordBatch>,
+    leading: Vec<RecordBatch>,
     mut stream: datafusion::execution::SendableRecordBatchStream,
     querier: querier::Querier,
     db: String,
@@ -134,10 +167,10 @@ fn stream_body(
     let producer_db = db.clone();
     tokio::spawn(async move {
         let db = producer_db;
-        if let Some(first) = first
-            && batch_tx.send(first).await.is_err()
-        {
-            return;
+        for batch in leading {
+            if batch_tx.send(batch).await.is_err() {
+                return;
+            }
         }
         while let Some(next) = stream.next().await {
             match next {
