@@ -86,4 +86,27 @@ mod tests {
             ScalarUDF::new_from_impl(DateBinFunc::new()).signature()
         );
     }
+
+    #[test]
+    fn keeps_the_order_of_the_times_it_bins() {
+        // What lets DataFusion know `ORDER BY date_bin(..., time)` follows `time`'s order.
+        let ordered = SortProperties::Ordered(Default::default());
+        let inputs = [
+            ExprProperties::new_unknown().with_order(SortProperties::Singleton),
+            ExprProperties::new_unknown().with_order(ordered),
+        ];
+        assert_eq!(
+            DateBin::default().output_ordering(&inputs).unwrap(),
+            ordered
+        );
+        assert_eq!(
+            DateBin::default()
+                .return_type(&[
+                    DataType::Interval(arrow::datatypes::IntervalUnit::MonthDayNano),
+                    DataType::Timestamp(arrow::datatypes::TimeUnit::Nanosecond, None),
+                ])
+                .unwrap(),
+            DataType::Timestamp(arrow::datatypes::TimeUnit::Nanosecond, None)
+        );
+    }
 }

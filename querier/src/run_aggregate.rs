@@ -952,7 +952,18 @@ mod tests {
         if runs {
             state = state.with_physical_optimizer_rule(Arc::new(RunPartialAggregation));
         }
-        let ctx = SessionContext::new_with_state(state.build());
+        let mut state = state.build();
+        if runs {
+            // As the querier's sessions have it.
+            datafusion::execution::FunctionRegistry::register_udf(
+                &mut state,
+                Arc::new(datafusion::logical_expr::ScalarUDF::new_from_impl(
+                    DateBin::default(),
+                )),
+            )
+            .unwrap();
+        }
+        let ctx = SessionContext::new_with_state(state);
         let table = MemTable::try_new(schema(), partitions).unwrap();
         ctx.register_table("t", Arc::new(table)).unwrap();
         ctx

@@ -454,6 +454,11 @@ def test_small_results_are_sent_whole_with_their_length(cpu, db, format):
         assert all(row["msg"] in result for row in CPU_ROWS)
     else:
         assert len(result) == len(CPU_ROWS)
+    empty = query_raw(cpu, db, "SELECT host FROM cpu WHERE host = 'nobody'", format)
+    assert empty.status_code == 200
+    assert int(empty.headers["Content-Length"]) == len(empty.content)
+    if format in ("json", "jsonl", "parquet"):
+        assert len(parse_result(empty, format)) == 0
 
 
 def test_large_results_stream_complete_in_every_format(server, db):

@@ -105,35 +105,40 @@ async fn run(
         )
     };
     let mut encoder = format.encoder(&result.schema).map_err(encoding_error)?;
-    let mut leading: Vec<RecordBatch> = first.into_iter().collect();
     // A small result is most often one batch: if the stream ends after it, it is encoded
     // here and sent whole, with its length, sparing the hand-offs between the encoding
-    // thread, the channels and the response.
-    if leading
-        .iter()
-        .all(|b| b.get_array_memory_size() <= INLINE_RESULT_BYTES)
-    {
-        let next = stream
-            .next()
-            .await
-            .transpose()
-            .map_err(|e| querier.stream_error(e))?;
-        match next {
-            Some(batch) => leading.push(batch),
-            None => {
-                let mut out = Vec::new();
-                for batch in &leading {
-                    encoder.write(batch, &mut out).map_err(encoding_error)?;
-                }
-                encoder.finish(&mut out).map_err(encoding_error)?;
-                let mut response = Body::from(out).into_response();
-                response.headers_mut().insert(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static(format.content_type()),
-                );
-                return Ok(response);
-            }
+    // thread, the channels and the response. (An ended stream is not polled again.)
+    let mut leading: Vec<RecordBatch> = Vec::new();
+    let ended = match first {
+        None => true,
+        Some(batch) if batch.get_array_memory_size() > INLINE_RESULT_BYTES => {
+            leading.push(batch);
+            false
         }
+        Some(batch) => {
+            leading.push(batch);
+            let next = stream
+                .next()
+                .await
+                .transpose()
+                .map_err(|e| querier.stream_error(e))?;
+            let ended = next.is_none();
+            leading.extend(next);
+            ended
+        }
+    };
+    if ended {
+        let mut out = Vec::new();
+        for batch in &leading {
+            encoder.write(batch, &mut out).map_err(encoding_error)?;
+        }
+        encoder.finish(&mut out).map_err(encoding_error)?;
+        let mut response = Body::from(out).into_response();
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(format.content_type()),
+        );
+        return Ok(response);
     }
     let body = stream_body(encoder, leading, stream, querier, db.to_owned());
     let mut response = Body::from_stream(body).into_response();
