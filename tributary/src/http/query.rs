@@ -104,7 +104,6 @@ async fn run(
             format!("cannot encode as {}: {e}", format.name()),
         )
     };
-    let mut encoder = format.encoder(&result.schema).map_err(encoding_error)?;
     // A small result is most often one batch: if the stream ends after it, it is encoded
     // here and sent whole, with its length, sparing the hand-offs between the encoding
     // thread, the channels and the response. (An ended stream is not polled again.)
@@ -127,21 +126,23 @@ async fn run(
             ended
         }
     };
-    if ended {
-        let mut out = Vec::new();
-        for batch in &leading {
-            encoder.write(batch, &mut out).map_err(encoding_error)?;
-        }
-        encoder.finish(&mut out).map_err(encoding_error)?;
-        let mut response = Body::from(out).into_response();
-        response.headers_mut().insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static(format.content_type()),
-        );
-        return Ok(response);
-    }
-    let body = stream_body(encoder, leading, stream, querier, db.to_owned());
-    let mut response = Body::from_stream(body).into_response();
+    let body = if ended {
+        Body::from(
+            format
+                .encode(&result.schema, &leading)
+                .map_err(encoding_error)?,
+        )
+    } else {
+        let encoder = format.encoder(&result.schema).map_err(encoding_error)?;
+        Body::from_stream(stream_body(
+            encoder,
+            leading,
+            stream,
+            querier,
+            db.to_owned(),
+        ))
+    };
+    let mut response = body.into_response();
     response.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static(format.content_type()),
