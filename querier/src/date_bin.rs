@@ -9,14 +9,23 @@
 //! it forwards, and hashes and compares as the one function it is.
 
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use arrow::datatypes::DataType;
 use datafusion::error::Result;
+use datafusion::execution::FunctionRegistry;
+use datafusion::execution::session_state::SessionState;
 use datafusion::functions::datetime::date_bin::DateBinFunc;
 use datafusion::logical_expr::sort_properties::{ExprProperties, SortProperties};
 use datafusion::logical_expr::{
-    ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDFImpl, Signature,
+    ColumnarValue, Documentation, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
 };
+
+/// Puts [`DateBin`] in `state` in place of DataFusion's `date_bin`.
+pub(crate) fn register(state: &mut SessionState) -> Result<()> {
+    state.register_udf(Arc::new(ScalarUDF::new_from_impl(DateBin::default())))?;
+    Ok(())
+}
 
 /// DataFusion's `date_bin` (see the module docs).
 #[derive(Debug, Default)]
@@ -66,8 +75,6 @@ impl ScalarUDFImpl for DateBin {
 #[cfg(test)]
 mod tests {
     use std::hash::BuildHasher;
-
-    use datafusion::logical_expr::ScalarUDF;
 
     use super::*;
 

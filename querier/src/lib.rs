@@ -33,14 +33,12 @@ use catalog::Catalog;
 use datafusion::catalog::{MemoryCatalogProvider, MemoryCatalogProviderList};
 use datafusion::common::ParamValues;
 use datafusion::error::DataFusionError;
-use datafusion::execution::FunctionRegistry;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
-use datafusion::logical_expr::ScalarUDF;
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 
@@ -285,11 +283,7 @@ impl Querier {
             .with_default_features()
             .with_physical_optimizer_rule(Arc::new(run_aggregate::RunPartialAggregation))
             .build();
-        session_template
-            .register_udf(Arc::new(ScalarUDF::new_from_impl(
-                date_bin::DateBin::default(),
-            )))
-            .map_err(QueryError::Internal)?;
+        date_bin::register(&mut session_template).map_err(QueryError::Internal)?;
         let session_template = Arc::new(session_template);
         Ok(Self {
             catalog,

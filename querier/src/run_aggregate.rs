@@ -955,13 +955,7 @@ mod tests {
         let mut state = state.build();
         if runs {
             // As the querier's sessions have it.
-            datafusion::execution::FunctionRegistry::register_udf(
-                &mut state,
-                Arc::new(datafusion::logical_expr::ScalarUDF::new_from_impl(
-                    DateBin::default(),
-                )),
-            )
-            .unwrap();
+            crate::date_bin::register(&mut state).unwrap();
         }
         let ctx = SessionContext::new_with_state(state);
         let table = MemTable::try_new(schema(), partitions).unwrap();
