@@ -18,6 +18,7 @@ pub mod flight;
 mod last_values;
 mod page_index;
 mod placeholders;
+mod plan_cache;
 mod run_aggregate;
 mod system;
 mod table;
@@ -29,16 +30,16 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
-use catalog::Catalog;
+use catalog::{Catalog, CatalogSnapshot, DatabaseSchema};
 use datafusion::catalog::{MemoryCatalogProvider, MemoryCatalogProviderList};
 use datafusion::common::ParamValues;
 use datafusion::error::DataFusionError;
-use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use datafusion::scalar::ScalarValue;
 
@@ -253,6 +254,7 @@ pub struct Querier {
     config: QuerierConfig,
     queries: Arc<system::QueryLog>,
     last_rows: Arc<last_values::LastRowsCache>,
+    plans: Arc<plan_cache::PlanCache>,
     /// Configuration, functions and optimizer rules every query's session starts from:
     /// cloning it is cheaper than registering DataFusion's default functions again (3.4 % of
     /// single-groupby's CPU).
@@ -292,6 +294,7 @@ impl Querier {
             config,
             queries: Arc::default(),
             last_rows: Arc::default(),
+            plans: Arc::default(),
             session_template,
         })
     }
@@ -299,11 +302,16 @@ impl Querier {
     /// A session whose default schema holds the tables of `database`.
     pub fn session(&self, database: &str) -> Result<SessionContext, QueryError> {
         let snapshot = self.catalog.snapshot();
-        let Some(db) = snapshot.database(database) else {
-            return Err(QueryError::DatabaseNotFound {
-                name: database.to_owned(),
-            });
-        };
+        let db = database_of(&snapshot, database)?;
+        self.session_over(&snapshot, db)
+    }
+
+    /// A session over `db` of `snapshot`.
+    fn session_over(
+        &self,
+        snapshot: &Arc<CatalogSnapshot>,
+        db: &Arc<DatabaseSchema>,
+    ) -> Result<SessionContext, QueryError> {
         let mut state = SessionState::clone(&self.session_template);
         // The template's catalog list is shared by every clone: each session gets its own.
         state.register_catalog_list(Arc::new(MemoryCatalogProviderList::new()));
@@ -335,7 +343,7 @@ impl Querier {
             Arc::new(system::SystemSchemaProvider::new(
                 Arc::clone(&self.queries),
                 Arc::clone(&self.catalog),
-                Arc::clone(&snapshot),
+                Arc::clone(snapshot),
                 Arc::clone(db),
             )),
         )
@@ -408,12 +416,38 @@ impl Querier {
         sql: &str,
         params: QueryParams,
     ) -> Result<QueryResult, QueryError> {
-        let df = self.plan(database, sql, params).await?;
-        let schema = Arc::clone(df.schema().inner());
-        let stream = df
-            .execute_stream()
+        let limit = self.config.query_mem_limit_bytes;
+        let snapshot = self.catalog.snapshot();
+        let db = database_of(&snapshot, database)?;
+        let ctx = self.session_over(&snapshot, db)?;
+        // Statements with parameters are planned each time: the values are part of the plan.
+        let keep = params.is_empty();
+        let kept = keep.then(|| self.plans.get(db, sql)).flatten();
+        let (state, optimized) = match kept {
+            Some(optimized) => (ctx.state(), optimized),
+            None => {
+                let (state, plan) = self.plan_in(&ctx, sql, params).await?.into_parts();
+                let reusable = keep && plan_cache::is_reusable(&plan);
+                let optimized = state
+                    .optimize(&plan)
+                    .map_err(|e| QueryError::classify(e, limit))?;
+                if reusable {
+                    self.plans.insert(Arc::clone(db), sql, optimized.clone());
+                }
+                (state, optimized)
+            }
+        };
+        let schema = Arc::clone(optimized.schema().inner());
+        let physical = state
+            .query_planner()
+            .create_physical_plan(&optimized, &state)
             .await
             .map_err(|e| self.stream_error(e))?;
+        let stream = datafusion::physical_plan::execute_stream(
+            physical,
+            Arc::new(TaskContext::from(&state)),
+        )
+        .map_err(|e| self.stream_error(e))?;
         Ok(QueryResult { schema, stream })
     }
 
@@ -423,8 +457,18 @@ impl Querier {
         sql: &str,
         params: QueryParams,
     ) -> Result<DataFrame, QueryError> {
-        let limit = self.config.query_mem_limit_bytes;
         let ctx = self.session(database)?;
+        self.plan_in(&ctx, sql, params).await
+    }
+
+    /// `sql` planned (not optimized) in `ctx`, with `params` bound.
+    async fn plan_in(
+        &self,
+        ctx: &SessionContext,
+        sql: &str,
+        params: QueryParams,
+    ) -> Result<DataFrame, QueryError> {
+        let limit = self.config.query_mem_limit_bytes;
         // Read-only: no DDL (`CREATE EXTERNAL TABLE`), no DML (`COPY ... TO` writes files),
         // no `SET`.
         let options = SQLOptions::new()
@@ -452,6 +496,18 @@ impl Querier {
     pub fn stream_error(&self, e: DataFusionError) -> QueryError {
         QueryError::classify(e, self.config.query_mem_limit_bytes)
     }
+}
+
+/// `name` in `snapshot`, or the error that says it does not exist.
+fn database_of<'a>(
+    snapshot: &'a CatalogSnapshot,
+    name: &str,
+) -> Result<&'a Arc<DatabaseSchema>, QueryError> {
+    snapshot
+        .database(name)
+        .ok_or_else(|| QueryError::DatabaseNotFound {
+            name: name.to_owned(),
+        })
 }
 
 /// The configuration of every query's session.

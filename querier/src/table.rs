@@ -98,11 +98,10 @@ impl SchemaProvider for DatabaseSchemaProvider {
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>, DataFusionError> {
         Ok(self.database.table(name).map(|table| {
             Arc::new(Table {
-                database: Arc::clone(&self.database.name),
+                database: Arc::clone(&self.database),
                 schema: table.arrow_schema(),
                 table: Arc::clone(table),
                 sources: self.sources.clone(),
-                retention_cutoff_ns: self.database.retention_cutoff_ns(table, now_ns()),
             }) as Arc<dyn TableProvider>
         }))
     }
@@ -114,18 +113,25 @@ impl SchemaProvider for DatabaseSchemaProvider {
 
 /// A table: its buffered rows and its Parquet files.
 struct Table {
-    database: Arc<str>,
+    /// Its database, whose retention period (unless the table has its own) hides old rows.
+    /// The cutoff is taken when the table is scanned, not when it is named: a kept plan is
+    /// scanned again later (`plan_cache`).
+    database: Arc<DatabaseSchema>,
     table: Arc<TableSchema>,
     schema: SchemaRef,
     sources: TableSources,
-    /// Rows older than this are past the database's retention period: never returned.
-    retention_cutoff_ns: Option<i64>,
+}
+
+/// Whether `provider` is one of a database's own tables (not a system table or a table
+/// function's result).
+pub(crate) fn is_database_table(provider: &dyn TableProvider) -> bool {
+    provider.is::<Table>()
 }
 
 impl fmt::Debug for Table {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Table")
-            .field("database", &self.database)
+            .field("database", &self.database.name)
             .field("table", &self.table.name)
             .finish()
     }
@@ -221,7 +227,7 @@ impl TableProvider for Table {
         filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let Some(cutoff) = self.retention_cutoff_ns else {
+        let Some(cutoff) = self.database.retention_cutoff_ns(&self.table, now_ns()) else {
             return self.scan_sources(state, projection, filters).await;
         };
         // Past the retention period: `time >= cutoff`, which the scan applies exactly like a
@@ -437,7 +443,7 @@ impl Table {
     async fn read_buffer(&self, min_time: i64, max_time: i64) -> Result<Vec<BufferedPartition>> {
         read_buffer(
             &self.sources.buffer,
-            &self.database,
+            &self.database.name,
             &self.table.name,
             &self.schema,
             (min_time, max_time),
