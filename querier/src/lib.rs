@@ -20,6 +20,7 @@ mod page_index;
 mod placeholders;
 mod plan_cache;
 mod run_aggregate;
+mod sort_tag;
 mod system;
 mod table;
 mod time_pages;

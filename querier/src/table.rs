@@ -57,10 +57,11 @@ use datafusion::physical_plan::union::UnionExec;
 use datafusion::scalar::ScalarValue;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt, TryStreamExt};
-use parquet::arrow::arrow_reader::RowSelection;
+use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 use parquet::file::metadata::ParquetMetaData;
 
 use crate::page_index::PageIndexReaderFactory;
+use crate::sort_tag::TagValues;
 use crate::time_pages::{self, TimeRange};
 use crate::{BufferReader, BufferedPartition};
 use dedup::{CHUNK_ORDER, DeduplicateExec, partitioned_file, sort_ordering};
@@ -367,8 +368,11 @@ impl Table {
                     arms.push(self.plain_parquet(state, files, projection, bloom_filters)?);
                 }
                 Some(exact) => {
-                    let (inside, straddling) =
-                        self.split_pages(state, plain_files, exact.range).await?;
+                    let first_tag = self.table.sorted_tags().first().copied();
+                    let tag = first_tag.and_then(|t| TagValues::of_filters(filters, t));
+                    let (inside, straddling) = self
+                        .split_pages(state, plain_files, exact.range, tag.as_ref())
+                        .await?;
                     if !inside.is_empty() {
                         arms.push(self.plain_parquet(state, inside, projection, bloom_filters)?);
                     }
@@ -503,12 +507,14 @@ impl Table {
 
     /// Sorts files' pages by `range` (see [`time_pages`]): the files' rows on pages inside
     /// it, which need no time filter, and on pages that straddle a bound (all the rows of a
-    /// file without a page index for `time`), which do. Pages outside it are in neither.
+    /// file without a page index for `time`), which do. Pages outside it are in neither, nor
+    /// are the row groups that cannot hold `tag`'s values (see [`sort_tag`]).
     async fn split_pages(
         &self,
         state: &dyn Session,
         files: Vec<ParquetFile>,
         range: TimeRange,
+        tag: Option<&TagValues>,
     ) -> Result<(Vec<ScanFile>, Vec<ScanFile>)> {
         let readers = self.reader_factory(state)?;
         let metrics = ExecutionPlanMetricsSet::new();
@@ -537,13 +543,28 @@ impl Table {
             .await?;
         let (mut inside, mut straddling) = (Vec::new(), Vec::new());
         for (f, metadata) in files.into_iter().zip(metadata) {
+            let restrict = |rows: RowSelection| match tag {
+                Some(tag) => tag.restrict(&metadata, rows),
+                None => Some(rows),
+            };
             match time_pages::split_pages(&metadata, range) {
-                None => straddling.push((f, None)),
+                None => match tag {
+                    None => straddling.push((f, None)),
+                    Some(tag) => {
+                        let rows = RowSelection::from(vec![RowSelector::select(
+                            usize::try_from(metadata.file_metadata().num_rows())
+                                .map_err(|e| DataFusionError::External(e.into()))?,
+                        )]);
+                        if let Some(rows) = tag.restrict(&metadata, rows) {
+                            straddling.push((f, Some(SelectedRows::new(&metadata, rows))));
+                        }
+                    }
+                },
                 Some(split) => {
-                    if let Some(rows) = split.inside {
+                    if let Some(rows) = split.inside.and_then(restrict) {
                         inside.push((f.clone(), Some(SelectedRows::new(&metadata, rows))));
                     }
-                    if let Some(rows) = split.straddling {
+                    if let Some(rows) = split.straddling.and_then(restrict) {
                         straddling.push((f, Some(SelectedRows::new(&metadata, rows))));
                     }
                 }

@@ -9,11 +9,14 @@ literal on either side, with and without a tag filter, and with `time` selected 
   the test wrote), while the rows are buffered, once they are persisted, and when a persisted
   file and newer buffered rows for the same keys are read together;
 - in a file of several row groups, whether a window's pages lie in the first row group, the
-  last, or both (the scan reads only the bytes of the row groups holding selected pages).
+  last, or both (the scan reads only the bytes of the row groups holding selected pages),
+  and a filter on the first sort tag narrows those bytes to the row groups that can hold
+  its values (seen in `EXPLAIN`).
 """
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 
 import pyarrow.parquet as pq
@@ -152,3 +155,26 @@ def test_time_filters_read_the_row_groups_that_hold_their_pages(start_server, db
         late = [s for h, s in kept if h == 12]
         times = query(server, db, f"SELECT time FROM cpu WHERE {condition} AND hostname = 'host_late' ORDER BY time")
         assert [ts_ns(t["time"]) for t in times] == [s * 1_000_000_000 for s in late], name
+
+    # A window in both row groups, for a host whose rows are in one of them: the scan covers
+    # the bytes of that row group alone (it would open the file in two partitions otherwise).
+    second_starts = min(chunk_start(metadata.row_group(1).column(c)) for c in range(metadata.num_columns))
+    condition = windows["both"][0]
+    for host, in_first in [("host_03", True), ("host_late", False)]:
+        sql = f"SELECT max(usage_user) FROM cpu WHERE {condition} AND hostname = '{host}'"
+        plan = "\n".join(row["plan"] for row in query(server, db, f"EXPLAIN {sql}"))
+        ranges = [(int(a), int(b)) for a, b in re.findall(r"\.parquet:(\d+)\.\.(\d+)", plan)]
+        assert ranges, plan
+        if in_first:
+            assert all(end <= second_starts for _, end in ranges), plan
+        else:
+            assert all(start >= second_starts for start, _ in ranges), plan
+        analyzed = "\n".join(row["plan"] for row in query(server, db, f"EXPLAIN ANALYZE {sql}"))
+        assert "output_rows=" in analyzed, analyzed
+
+
+def chunk_start(chunk) -> int:
+    """The file offset a column chunk starts at (its dictionary page, if it has one)."""
+    if chunk.has_dictionary_page:
+        return min(chunk.dictionary_page_offset, chunk.data_page_offset)
+    return chunk.data_page_offset
