@@ -8,7 +8,10 @@
 //! ```
 //!
 //! Every query gets a fresh session over the catalog snapshot of that moment, so tables and
-//! columns created by writes are visible to the next query without any registration step. All
+//! columns created by writes are visible to the next query without any registration step.
+//! The optimized plan of a statement is kept and used again for the same SQL while the tables
+//! it reads are unchanged (`plan_cache`); the physical plan, and so the buffer and files a
+//! scan reads, is made for every query. All
 //! sessions share one memory pool of `--query-mem-limit` bytes with spilling disabled: a query
 //! that needs more fails with [`QueryError::ResourcesExhausted`] instead of taking the server
 //! down.
@@ -300,6 +303,11 @@ impl Querier {
         })
     }
 
+    /// Registers the querier's metrics (`tributary_query_plans_*`).
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.plans.register(registry);
+    }
+
     /// A session whose default schema holds the tables of `database`.
     pub fn session(&self, database: &str) -> Result<SessionContext, QueryError> {
         let snapshot = self.catalog.snapshot();
@@ -424,21 +432,28 @@ impl Querier {
         // Statements with parameters are planned each time: the values are part of the plan.
         let keep = params.is_empty();
         let kept = keep.then(|| self.plans.get(db, sql)).flatten();
-        let (state, optimized) = match kept {
-            Some(optimized) => (ctx.state(), optimized),
+        let (state, plan) = match kept {
+            Some(plan) => (ctx.state(), plan),
             None => {
+                self.plans.count_planned();
                 let (state, plan) = self.plan_in(&ctx, sql, params).await?.into_parts();
-                let reusable = keep && plan_cache::is_reusable(&plan);
-                let optimized = state
-                    .optimize(&plan)
-                    .map_err(|e| QueryError::classify(e, limit))?;
-                if reusable {
-                    self.plans.insert(Arc::clone(db), sql, optimized.clone());
+                let tables = keep.then(|| plan_cache::kept_tables(&plan)).flatten();
+                let plan = plan_cache::Plan {
+                    schema: Arc::clone(plan.schema().inner()),
+                    plan: state
+                        .optimize(&plan)
+                        .map_err(|e| QueryError::classify(e, limit))?,
+                };
+                if let Some(tables) = tables {
+                    self.plans.insert(db, sql, tables, plan.clone());
                 }
-                (state, optimized)
+                (state, plan)
             }
         };
-        let schema = Arc::clone(optimized.schema().inner());
+        let plan_cache::Plan {
+            plan: optimized,
+            schema,
+        } = plan;
         let physical = state
             .query_planner()
             .create_physical_plan(&optimized, &state)

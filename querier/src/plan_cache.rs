@@ -2,26 +2,33 @@
 //!
 //! Parsing, planning and optimizing a statement took a fifth of single-groupby's CPU (SQL to
 //! plan 8 %, analyzer 3 %, logical optimizer 10 %), and dashboards send the same statements
-//! again and again. A plan is kept per database and SQL text, and used only while the
-//! database's schema (tables, columns, retention periods) is the one it was planned against.
+//! again and again. A plan is kept per database and SQL text, and used while the database
+//! (by id, so not one deleted and created again under its name), its retention period and the
+//! tables the plan reads are as they were when it was planned.
 //!
 //! Physical planning still runs for every query: that is where a table's scan reads the
 //! buffer and the catalog's files, so a reused plan reads the data of its own moment.
 //!
-//! Only a plan that means the same at any moment is kept ([`is_reusable`]): one that calls no
-//! function that is not immutable (`now()`, `random()`), has no placeholders, reads only the
-//! database's own tables (system tables, `information_schema` and `last_cache` hold what
-//! their session saw), and is a query, not `EXPLAIN` or `DESCRIBE`.
+//! Only a plan that means the same at any moment is kept ([`kept_tables`]): one that calls
+//! only immutable functions (the optimizer folds `now()` and other stable functions into
+//! constants; volatile ones such as `random()` are left out too, to keep the rule simple),
+//! has no placeholders, reads only the database's own tables (system tables,
+//! `information_schema` and `last_cache` hold what their session saw), and is a query, not
+//! `EXPLAIN` or `DESCRIBE`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use catalog::DatabaseSchema;
-use datafusion::catalog::default_table_source::source_as_provider;
+use arrow::datatypes::SchemaRef;
+use catalog::{DatabaseId, DatabaseSchema, TableSchema};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::datasource::source_as_provider;
 use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
+use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
 
-use crate::table::is_database_table;
+use crate::table::database_table;
 
 /// Statements whose plans are kept, across all databases.
 const CAPACITY: usize = 256;
@@ -32,64 +39,128 @@ const MAX_SQL_BYTES: usize = 16 * 1024;
 #[derive(Debug, Default)]
 pub(crate) struct PlanCache {
     inner: Mutex<Plans>,
+    reused: Counter,
+    planned: Counter,
 }
 
 #[derive(Debug, Default)]
 struct Plans {
-    by_database: HashMap<Arc<str>, HashMap<Box<str>, CachedPlan>>,
+    by_database: HashMap<Arc<str>, HashMap<Box<str>, KeptPlan>>,
     len: usize,
     /// Counts lookups and insertions; an entry remembers the count of its last use (the
     /// least recent is evicted first).
     clock: u64,
 }
 
+/// A statement's plan as a query uses it.
+#[derive(Debug, Clone)]
+pub(crate) struct Plan {
+    /// Optimized.
+    pub(crate) plan: LogicalPlan,
+    /// The statement's schema as planned, before optimization (the optimizer may change
+    /// nullability): what the query reports, as `describe` does.
+    pub(crate) schema: SchemaRef,
+}
+
 #[derive(Debug)]
-struct CachedPlan {
-    /// The schema the plan was made against.
-    database: Arc<DatabaseSchema>,
-    plan: LogicalPlan,
+struct KeptPlan {
+    plan: Plan,
+    /// What it was planned against.
+    database: DatabaseId,
+    retention_period_ns: Option<i64>,
+    tables: Vec<Arc<TableSchema>>,
     last_used: u64,
 }
 
-impl PlanCache {
-    /// The optimized plan of `sql` if one was kept for `database` as it is now.
-    pub(crate) fn get(&self, database: &Arc<DatabaseSchema>, sql: &str) -> Option<LogicalPlan> {
-        let mut plans = self.inner.lock().expect("plan cache lock");
-        plans.clock += 1;
-        let clock = plans.clock;
-        let entry = plans.by_database.get_mut(&database.name)?.get_mut(sql)?;
-        // A snapshot shares unchanged databases with the one before, so the pointers are
-        // usually equal; otherwise the schemas are compared.
-        if !Arc::ptr_eq(&entry.database, database) && entry.database != *database {
-            return None;
+impl KeptPlan {
+    /// Whether the plan was made against `database` as it is now. Equal tables in a newer
+    /// snapshot are taken in place of the old ones, so the next check compares pointers.
+    fn check(&mut self, database: &DatabaseSchema) -> bool {
+        if self.database != database.id || self.retention_period_ns != database.retention_period_ns
+        {
+            return false;
         }
-        entry.last_used = clock;
-        Some(entry.plan.clone())
+        self.tables
+            .iter_mut()
+            .all(|kept| match database.table(&kept.name) {
+                Some(table) if Arc::ptr_eq(table, kept) => true,
+                Some(table) if **table == **kept => {
+                    *kept = Arc::clone(table);
+                    true
+                }
+                _ => false,
+            })
+    }
+}
+
+impl PlanCache {
+    /// Counts reused and new plans under `tributary_query_plans`.
+    pub(crate) fn register(&self, registry: &mut Registry) {
+        let r = registry.sub_registry_with_prefix("tributary_query_plans");
+        r.register(
+            "reused",
+            "Queries that reused the optimized plan of an earlier run of the same SQL",
+            self.reused.clone(),
+        );
+        r.register(
+            "planned",
+            "Queries planned and optimized from their SQL",
+            self.planned.clone(),
+        );
     }
 
-    /// Keeps `plan`, the optimized plan of `sql` against `database`. The caller checks
-    /// [`is_reusable`] on the plan as SQL planning made it.
-    pub(crate) fn insert(&self, database: Arc<DatabaseSchema>, sql: &str, plan: LogicalPlan) {
+    /// The plan of `sql` if one was kept for `database` as it is now.
+    pub(crate) fn get(&self, database: &DatabaseSchema, sql: &str) -> Option<Plan> {
+        let mut plans = self.inner.lock();
+        plans.clock += 1;
+        let clock = plans.clock;
+        let kept = plans.by_database.get_mut(&database.name)?.get_mut(sql)?;
+        if !kept.check(database) {
+            return None;
+        }
+        kept.last_used = clock;
+        self.reused.inc();
+        Some(kept.plan.clone())
+    }
+
+    /// Records that a query was planned from its SQL (it found no kept plan, or was not to
+    /// keep one).
+    pub(crate) fn count_planned(&self) {
+        self.planned.inc();
+    }
+
+    /// Keeps `plan` of `sql` against `database`, which reads `tables` ([`kept_tables`]).
+    pub(crate) fn insert(
+        &self,
+        database: &DatabaseSchema,
+        sql: &str,
+        tables: Vec<Arc<TableSchema>>,
+        plan: Plan,
+    ) {
         if sql.len() > MAX_SQL_BYTES {
             return;
         }
-        let mut plans = self.inner.lock().expect("plan cache lock");
-        if plans.len >= CAPACITY {
+        let mut plans = self.inner.lock();
+        let present = plans
+            .by_database
+            .get(&database.name)
+            .is_some_and(|p| p.contains_key(sql));
+        if !present && plans.len >= CAPACITY {
             plans.evict_least_recent();
         }
         plans.clock += 1;
-        let last_used = plans.clock;
-        let name = Arc::clone(&database.name);
-        let entry = CachedPlan {
-            database,
+        let kept = KeptPlan {
             plan,
-            last_used,
+            database: database.id,
+            retention_period_ns: database.retention_period_ns,
+            tables,
+            last_used: plans.clock,
         };
         let replaced = plans
             .by_database
-            .entry(name)
+            .entry(Arc::clone(&database.name))
             .or_default()
-            .insert(sql.into(), entry);
+            .insert(sql.into(), kept);
         if replaced.is_none() {
             plans.len += 1;
         }
@@ -99,7 +170,7 @@ impl PlanCache {
 #[cfg(test)]
 impl PlanCache {
     pub(crate) fn len(&self) -> usize {
-        self.inner.lock().expect("plan cache lock").len
+        self.inner.lock().len
     }
 }
 
@@ -121,14 +192,27 @@ impl Plans {
     }
 }
 
-/// Whether `plan` (as SQL planning made it, before optimization) may be optimized once and
-/// used for later runs of the same statement (see the module docs).
-pub(crate) fn is_reusable(plan: &LogicalPlan) -> bool {
+/// The database tables `plan` (as SQL planning made it, before optimization) reads, if it
+/// may be optimized once and used for later runs of the same statement (see the module docs).
+pub(crate) fn kept_tables(plan: &LogicalPlan) -> Option<Vec<Arc<TableSchema>>> {
+    let mut tables: Vec<Arc<TableSchema>> = Vec::new();
     let mut reusable = true;
     let walk = plan.apply_with_subqueries(|node| {
         reusable = match node {
-            LogicalPlan::TableScan(scan) => source_as_provider(&scan.source)
-                .is_ok_and(|provider| is_database_table(provider.as_ref())),
+            LogicalPlan::TableScan(scan) => {
+                let table = source_as_provider(&scan.source)
+                    .ok()
+                    .and_then(|provider| database_table(provider.as_ref()).cloned());
+                match table {
+                    Some(table) => {
+                        if !tables.iter().any(|t| Arc::ptr_eq(t, &table)) {
+                            tables.push(table);
+                        }
+                        true
+                    }
+                    None => false,
+                }
+            }
             LogicalPlan::Explain(_)
             | LogicalPlan::Analyze(_)
             | LogicalPlan::DescribeTable(_)
@@ -153,7 +237,7 @@ pub(crate) fn is_reusable(plan: &LogicalPlan) -> bool {
             })
         })
     });
-    walk.is_ok() && reusable
+    (walk.is_ok() && reusable).then_some(tables)
 }
 
 /// Whether an expression (not its children) evaluates the same at any moment, given its
@@ -168,7 +252,6 @@ fn is_timeless(expr: &Expr) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::sync::Mutex;
 
     use arrow::array::{
@@ -285,11 +368,33 @@ mod tests {
         let Setup { querier, rows, .. } = setup().await;
         let sql = "SELECT count(*) FROM cpu WHERE host = 'a'";
         assert_eq!(count(&run(&querier, sql).await), 1);
-        assert_eq!(querier.plans.len(), 1);
 
         rows.0.lock().unwrap().push(("a", 2_000, 2.0));
         assert_eq!(count(&run(&querier, sql).await), 2);
-        assert_eq!(querier.plans.len(), 1);
+        assert_eq!(
+            querier.plans.reused.get(),
+            1,
+            "the second run reused the plan"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_database_created_again_under_its_name_is_planned_again() {
+        let Setup {
+            querier, catalog, ..
+        } = setup().await;
+        let sql = "SELECT count(*) FROM cpu";
+        run(&querier, sql).await;
+        catalog.delete_database("db", 0).await.unwrap();
+        catalog.create_database("db", None).await.unwrap();
+        add_columns(
+            &catalog,
+            &[("host", ColumnType::Tag), ("usage", ColumnType::Float)],
+        )
+        .await;
+        run(&querier, sql).await;
+        assert_eq!(querier.plans.reused.get(), 0);
+        assert_eq!(querier.plans.planned.get(), 2);
     }
 
     #[tokio::test]
@@ -302,6 +407,7 @@ mod tests {
 
         add_columns(&catalog, &[("idle", ColumnType::Float)]).await;
         let batches = run(&querier, sql).await;
+        assert_eq!(querier.plans.reused.get(), 0);
         let names: Vec<_> = batches[0]
             .schema()
             .fields()
@@ -360,43 +466,97 @@ mod tests {
         assert_eq!(querier.plans.len(), 1);
     }
 
-    fn database(retention_period_ns: Option<i64>) -> Arc<DatabaseSchema> {
-        Arc::new(DatabaseSchema {
-            id: DatabaseId(1),
-            name: "db".into(),
-            tables: BTreeMap::new(),
-            retention_period_ns,
+    fn table(id: i64, name: &str, columns: &[&str]) -> Arc<TableSchema> {
+        Arc::new(TableSchema {
+            id: catalog::TableId(id),
+            name: name.into(),
+            columns: columns
+                .iter()
+                .map(|c| (Arc::from(*c), ColumnType::Float))
+                .collect(),
+            sort_key: Arc::new([]),
+            retention_period_ns: None,
         })
     }
 
-    fn plan() -> LogicalPlan {
-        LogicalPlan::EmptyRelation(EmptyRelation {
+    fn database(
+        id: i64,
+        retention_period_ns: Option<i64>,
+        tables: &[&Arc<TableSchema>],
+    ) -> DatabaseSchema {
+        DatabaseSchema {
+            id: DatabaseId(id),
+            name: "db".into(),
+            tables: tables
+                .iter()
+                .map(|t| (Arc::clone(&t.name), Arc::clone(t)))
+                .collect(),
+            retention_period_ns,
+        }
+    }
+
+    fn plan() -> Plan {
+        let plan = LogicalPlan::EmptyRelation(EmptyRelation {
             produce_one_row: true,
             schema: Arc::new(datafusion::common::DFSchema::empty()),
-        })
+        });
+        let schema = Arc::clone(plan.schema().inner());
+        Plan { plan, schema }
     }
 
     #[test]
-    fn a_plan_is_used_only_against_the_schema_it_was_made_for() {
+    fn a_plan_is_used_only_while_what_it_reads_is_unchanged() {
+        let cpu = table(1, "cpu", &["usage"]);
+        let mem = table(2, "mem", &["used"]);
         let cache = PlanCache::default();
-        cache.insert(database(None), "SELECT 1", plan());
-        assert!(cache.get(&database(None), "SELECT 1").is_some());
-        assert!(cache.get(&database(Some(1)), "SELECT 1").is_none());
-        assert!(cache.get(&database(None), "SELECT 2").is_none());
+        cache.insert(
+            &database(1, None, &[&cpu, &mem]),
+            "SELECT 1",
+            vec![Arc::clone(&cpu)],
+            plan(),
+        );
+        let hit = |db: &DatabaseSchema| cache.get(db, "SELECT 1").is_some();
+
+        assert!(hit(&database(1, None, &[&cpu, &mem])));
+        // Equal, but from a newer snapshot; another table changed.
+        let cpu_again = table(1, "cpu", &["usage"]);
+        assert!(hit(&database(
+            1,
+            None,
+            &[&cpu_again, &table(2, "mem", &["used", "free"])]
+        )));
+        assert!(hit(&database(1, None, &[&cpu_again])));
+
+        assert!(!hit(&database(
+            1,
+            None,
+            &[&table(1, "cpu", &["usage", "idle"])]
+        )));
+        assert!(!hit(&database(1, None, &[&table(3, "cpu", &["usage"])])));
+        assert!(!hit(&database(1, None, &[&mem])));
+        assert!(!hit(&database(1, Some(1), &[&cpu])));
+        assert!(!hit(&database(2, None, &[&cpu])));
+        assert!(cache.get(&database(1, None, &[&cpu]), "SELECT 2").is_none());
     }
 
     #[test]
     fn the_least_recently_used_plan_makes_room() {
         let cache = PlanCache::default();
-        let db = database(None);
+        let db = database(1, None, &[]);
         for i in 0..CAPACITY {
-            cache.insert(Arc::clone(&db), &format!("SELECT {i}"), plan());
+            cache.insert(&db, &format!("SELECT {i}"), vec![], plan());
         }
         assert!(cache.get(&db, "SELECT 0").is_some());
-        cache.insert(Arc::clone(&db), "SELECT -1", plan());
+        cache.insert(&db, "SELECT 0", vec![], plan());
+        assert!(
+            cache.get(&db, "SELECT 1").is_some(),
+            "replacing a plan evicts none"
+        );
+        cache.insert(&db, "SELECT -1", vec![], plan());
         assert_eq!(cache.len(), CAPACITY);
         assert!(cache.get(&db, "SELECT 0").is_some());
-        assert!(cache.get(&db, "SELECT 1").is_none());
+        assert!(cache.get(&db, "SELECT 1").is_some());
+        assert!(cache.get(&db, "SELECT 2").is_none());
         assert!(cache.get(&db, "SELECT -1").is_some());
     }
 
@@ -404,7 +564,7 @@ mod tests {
     fn long_statements_are_not_kept() {
         let cache = PlanCache::default();
         let sql = format!("SELECT 1{}", " ".repeat(MAX_SQL_BYTES));
-        cache.insert(database(None), &sql, plan());
+        cache.insert(&database(1, None, &[]), &sql, vec![], plan());
         assert_eq!(cache.len(), 0);
     }
 }

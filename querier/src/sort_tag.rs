@@ -6,9 +6,11 @@
 //! of one host's hour was given the whole file, divided between two partitions that each
 //! opened it and evaluated the statistics of half of its row groups. Restricting a time
 //! split's rows to the row groups that can hold the values (`hostname = 'host_42'`,
-//! `hostname IN (...)`) first narrows the file's byte range to those row groups, so one
-//! partition opens it once.
+//! `hostname IN (...)`) first narrows the file's byte range to those row groups. (DataFusion
+//! still halves a range of 1 MiB or more between two partitions; a half that holds no row
+//! group's middle opens the file and reads nothing.)
 
+use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::expr::InList;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 use datafusion::scalar::ScalarValue;
@@ -39,13 +41,10 @@ impl TagValues {
         })
     }
 
-    /// `rows` of a file less the row groups whose statistics of the tag exclude every value;
-    /// `None` when no row is left. Row groups without statistics for the tag are kept.
-    pub(crate) fn restrict(
-        &self,
-        metadata: &ParquetMetaData,
-        rows: RowSelection,
-    ) -> Option<RowSelection> {
+    /// The rows of the row groups of a file whose statistics of the tag may hold one of the
+    /// values (all of a file's rows where none exclude them); `None` when no row group may.
+    /// Row groups without statistics for the tag are kept.
+    pub(crate) fn row_groups(&self, metadata: &ParquetMetaData) -> Result<Option<RowSelection>> {
         let schema = metadata.file_metadata().schema_descr();
         let Some(column) = schema
             .columns()
@@ -53,19 +52,25 @@ impl TagValues {
             .position(|c| c.path().string() == self.tag)
         else {
             // A file written before the tag existed: the tag is null in all its rows.
-            return None;
+            return Ok(None);
         };
         let mut groups = Vec::with_capacity(metadata.num_row_groups());
         let mut any = false;
         for row_group in metadata.row_groups() {
-            let rows = usize::try_from(row_group.num_rows()).ok()?;
+            let rows = usize::try_from(row_group.num_rows()).map_err(|_| {
+                DataFusionError::External(
+                    format!("a row group's row count is {}", row_group.num_rows()).into(),
+                )
+            })?;
             let may_match = match row_group.column(column).statistics() {
                 Some(Statistics::ByteArray(s)) => match (s.min_opt(), s.max_opt()) {
+                    // Bounds cut short are still bounds: a minimum is cut to a prefix, and a
+                    // maximum is cut and then its last byte raised.
                     (Some(min), Some(max)) => self
                         .values
                         .iter()
                         .any(|v| min.data() <= v.as_bytes() && v.as_bytes() <= max.data()),
-                    // Statistics without bounds: all nulls, or not written.
+                    // No bounds: every value is null, or the bounds were not written.
                     _ => s.null_count_opt() != Some(row_group.num_rows() as u64),
                 },
                 _ => true,
@@ -77,12 +82,15 @@ impl TagValues {
                 RowSelector::skip(rows)
             });
         }
-        if !any {
-            return None;
-        }
-        let restricted = rows.intersection(&RowSelection::from(groups));
-        restricted.selects_any().then_some(restricted)
+        Ok(any.then(|| RowSelection::from(groups)))
     }
+}
+
+/// `rows` of a file that are also in `row_groups` ([`TagValues::row_groups`]); `None` when
+/// none are.
+pub(crate) fn restrict(rows: RowSelection, row_groups: &RowSelection) -> Option<RowSelection> {
+    let restricted = rows.intersection(row_groups);
+    restricted.selects_any().then_some(restricted)
 }
 
 /// The values `filter` keeps `tag` to, if it is `tag = 'v'` (either side) or
@@ -173,12 +181,6 @@ mod tests {
             .unwrap()
     }
 
-    fn all(metadata: &ParquetMetaData) -> RowSelection {
-        RowSelection::from(vec![RowSelector::select(
-            metadata.file_metadata().num_rows() as usize,
-        )])
-    }
-
     fn host(filter: Expr) -> TagValues {
         TagValues::of_filters(&[filter], "host").expect("a filter on host")
     }
@@ -197,7 +199,7 @@ mod tests {
     #[test]
     fn only_row_groups_whose_bounds_hold_a_value_are_kept() {
         let metadata = file(&[&["a", "a", "b"], &["c", "d"], &["e", "f", "g"]], true);
-        let keep = |f: Expr| selected(host(f).restrict(&metadata, all(&metadata)));
+        let keep = |f: Expr| selected(host(f).row_groups(&metadata).unwrap());
         assert_eq!(
             keep(col("host").eq(lit("c"))),
             Some(vec![(false, 3), (true, 2), (false, 3)])
@@ -218,18 +220,62 @@ mod tests {
     fn the_rows_already_left_out_stay_out() {
         let metadata = file(&[&["a", "a", "b"], &["c", "d"]], true);
         let rows = RowSelection::from(vec![RowSelector::skip(1), RowSelector::select(4)]);
-        let restricted = host(col("host").eq(lit("a"))).restrict(&metadata, rows);
+        let groups = host(col("host").eq(lit("a")))
+            .row_groups(&metadata)
+            .unwrap()
+            .unwrap();
+        let restricted = restrict(rows, &groups);
         assert_eq!(
             selected(restricted),
             Some(vec![(false, 1), (true, 2), (false, 2)])
         );
+        let rows = RowSelection::from(vec![RowSelector::skip(3), RowSelector::select(2)]);
+        assert_eq!(restrict(rows, &groups), None);
     }
 
     #[test]
     fn row_groups_without_statistics_are_kept() {
         let metadata = file(&[&["a"], &["c"]], false);
-        let restricted = host(col("host").eq(lit("z"))).restrict(&metadata, all(&metadata));
-        assert_eq!(selected(restricted), Some(vec![(true, 2)]));
+        let groups = host(col("host").eq(lit("z")))
+            .row_groups(&metadata)
+            .unwrap();
+        assert_eq!(selected(groups), Some(vec![(true, 2)]));
+    }
+
+    #[test]
+    fn row_groups_of_nulls_and_files_without_the_tag_hold_no_value() {
+        let metadata = file(&[&["a"]], true);
+        let other = TagValues::of_filters(&[col("rack").eq(lit("a"))], "rack").unwrap();
+        assert_eq!(other.row_groups(&metadata).unwrap(), None);
+
+        let tag = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+        let schema = Arc::new(Schema::new(vec![Field::new("host", tag.clone(), true)]));
+        let mut out = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut out, Arc::clone(&schema), None).unwrap();
+        let nulls = arrow::array::new_null_array(&tag, 3);
+        writer
+            .write(&RecordBatch::try_new(schema, vec![nulls]).unwrap())
+            .unwrap();
+        writer.close().unwrap();
+        let metadata = ParquetMetaDataReader::new()
+            .parse_and_finish(&Bytes::from(out))
+            .unwrap();
+        assert_eq!(
+            host(col("host").eq(lit("a")))
+                .row_groups(&metadata)
+                .unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn values_longer_than_the_statistics_keep_their_row_groups() {
+        let long = |c: char| c.to_string().repeat(100);
+        let (a, b, c) = (long('a'), long('b'), long('c'));
+        let metadata = file(&[&[a.as_str(), b.as_str()], &[c.as_str()]], true);
+        let keep = |v: &str| selected(host(col("host").eq(lit(v))).row_groups(&metadata).unwrap());
+        assert_eq!(keep(&b), Some(vec![(true, 2), (false, 1)]));
+        assert_eq!(keep(&c), Some(vec![(false, 2), (true, 1)]));
     }
 
     #[test]

@@ -57,11 +57,11 @@ use datafusion::physical_plan::union::UnionExec;
 use datafusion::scalar::ScalarValue;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt, TryStreamExt};
-use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+use parquet::arrow::arrow_reader::RowSelection;
 use parquet::file::metadata::ParquetMetaData;
 
 use crate::page_index::PageIndexReaderFactory;
-use crate::sort_tag::TagValues;
+use crate::sort_tag::{self, TagValues};
 use crate::time_pages::{self, TimeRange};
 use crate::{BufferReader, BufferedPartition};
 use dedup::{CHUNK_ORDER, DeduplicateExec, partitioned_file, sort_ordering};
@@ -123,10 +123,10 @@ struct Table {
     sources: TableSources,
 }
 
-/// Whether `provider` is one of a database's own tables (not a system table or a table
-/// function's result).
-pub(crate) fn is_database_table(provider: &dyn TableProvider) -> bool {
-    provider.is::<Table>()
+/// The schema of `provider` if it is one of a database's own tables (not a system table or
+/// a table function's result).
+pub(crate) fn database_table(provider: &dyn TableProvider) -> Option<&Arc<TableSchema>> {
+    provider.downcast_ref::<Table>().map(|t| &t.table)
 }
 
 impl fmt::Debug for Table {
@@ -543,23 +543,22 @@ impl Table {
             .await?;
         let (mut inside, mut straddling) = (Vec::new(), Vec::new());
         for (f, metadata) in files.into_iter().zip(metadata) {
-            let restrict = |rows: RowSelection| match tag {
-                Some(tag) => tag.restrict(&metadata, rows),
+            let row_groups = match tag {
+                Some(tag) => match tag.row_groups(&metadata)? {
+                    Some(row_groups) => Some(row_groups),
+                    None => continue,
+                },
+                None => None,
+            };
+            let restrict = |rows: RowSelection| match &row_groups {
+                Some(row_groups) => sort_tag::restrict(rows, row_groups),
                 None => Some(rows),
             };
             match time_pages::split_pages(&metadata, range) {
-                None => match tag {
-                    None => straddling.push((f, None)),
-                    Some(tag) => {
-                        let rows = RowSelection::from(vec![RowSelector::select(
-                            usize::try_from(metadata.file_metadata().num_rows())
-                                .map_err(|e| DataFusionError::External(e.into()))?,
-                        )]);
-                        if let Some(rows) = tag.restrict(&metadata, rows) {
-                            straddling.push((f, Some(SelectedRows::new(&metadata, rows))));
-                        }
-                    }
-                },
+                None => {
+                    let rows = row_groups.clone().map(|r| SelectedRows::new(&metadata, r));
+                    straddling.push((f, rows));
+                }
                 Some(split) => {
                     if let Some(rows) = split.inside.and_then(restrict) {
                         inside.push((f.clone(), Some(SelectedRows::new(&metadata, rows))));

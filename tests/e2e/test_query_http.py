@@ -13,7 +13,9 @@ Specifies:
 - `information_schema.tables`/`columns` and `SHOW TABLES` list what was written;
 - rows with the same tag set and time are one row: the last write wins field by field and
   the fields it does not name keep their older values, also after a restart;
-- aggregations, time filters and `ORDER BY time DESC LIMIT 1` answer correctly.
+- aggregations, time filters and `ORDER BY time DESC LIMIT 1` answer correctly;
+- a statement run again reuses its optimized plan (`tributary_query_plans_reused_total`) and
+  still reads the rows written since; a new column or `now()` makes it plan again.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import json
 
 import pyarrow as pa
 import pytest
+import requests
 
 from conftest import (
     assert_healthy,
@@ -312,6 +315,39 @@ def test_new_columns_appear_after_a_later_write(cpu, db):
     assert len(rows) == 4
     assert rows[-1]["host"] == "c" and rows[-1]["zone"] == "z1" and rows[-1]["temp"] == 20.5
     assert rows[0].get("zone") is None and rows[0].get("temp") is None
+
+
+def plans_reused(server) -> float:
+    """`tributary_query_plans_reused_total` from `/metrics`."""
+    resp = expect_status(requests.get(f"{server.url}/metrics", timeout=10), 200)
+    for line in resp.text.splitlines():
+        if line.startswith("tributary_query_plans_reused_total "):
+            return float(line.split()[1])
+    raise AssertionError(f"/metrics has no tributary_query_plans_reused_total:\n{resp.text}")
+
+
+def test_a_repeated_statement_reuses_its_plan_and_reads_new_rows(cpu, db):
+    sql = "SELECT count(*) AS n FROM cpu WHERE host = 'a'"
+    assert query(cpu, db, sql) == [{"n": 2}]
+    before = plans_reused(cpu)
+    expect_status(write_lp(cpu, db, f"cpu,host=a usage=4.5 {T0 + 3 * S}", precision="nanosecond"), 204)
+    assert query(cpu, db, sql) == [{"n": 3}]
+    assert plans_reused(cpu) == before + 1
+
+    # A new column: planned again, and seen.
+    expect_status(write_lp(cpu, db, f"cpu,host=a temp=20.5 {T0 + 4 * S}", precision="nanosecond"), 204)
+    rows = query(cpu, db, "SELECT * FROM cpu WHERE host = 'a' ORDER BY time")
+    assert rows[-1]["temp"] == 20.5
+    reused = plans_reused(cpu)
+    rows = query(cpu, db, "SELECT * FROM cpu WHERE host = 'a' ORDER BY time")
+    assert rows[-1]["temp"] == 20.5 and len(rows) == 4
+    assert plans_reused(cpu) == reused + 1
+
+    # `now()` is read at each run: never reused.
+    reused = plans_reused(cpu)
+    for _ in range(2):
+        query(cpu, db, "SELECT count(*) AS n FROM cpu WHERE time < now()")
+    assert plans_reused(cpu) == reused
 
 
 # -- dedup ---------------------------------------------------------------------------------

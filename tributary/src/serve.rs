@@ -183,6 +183,7 @@ async fn run(config: ServeConfig) -> anyhow::Result<()> {
         Arc::new(LocalBuffer(ingester.clone())),
         storage.store(),
     )?;
+    querier.register_metrics(&mut registry);
 
     let listener = tokio::net::TcpListener::bind(config.http_bind)
         .await
