@@ -397,6 +397,18 @@ impl Querier {
         sql: &str,
         params: QueryParams,
     ) -> Result<StatementDescription, QueryError> {
+        if params.is_empty() {
+            // Flight SQL clients describe a statement before they run it, every time.
+            let snapshot = self.catalog.snapshot();
+            let db = database_of(&snapshot, database)?;
+            if let Some(kept) = self.plans.look_up(db, sql) {
+                return Ok(StatementDescription {
+                    schema: kept.schema,
+                    // A kept plan has no placeholders.
+                    parameters: Arc::new(Schema::empty()),
+                });
+            }
+        }
         let df = self.plan(database, sql, params).await?;
         let limit = self.config.query_mem_limit_bytes;
         let mut parameters: Vec<(String, Option<DataType>)> = df

@@ -109,8 +109,16 @@ impl PlanCache {
         );
     }
 
-    /// The plan of `sql` if one was kept for `database` as it is now.
+    /// The plan of `sql` if one was kept for `database` as it is now, for a query to run:
+    /// counted as reused.
     pub(crate) fn get(&self, database: &DatabaseSchema, sql: &str) -> Option<Plan> {
+        let plan = self.look_up(database, sql)?;
+        self.reused.inc();
+        Some(plan)
+    }
+
+    /// The plan of `sql` if one was kept for `database` as it is now.
+    pub(crate) fn look_up(&self, database: &DatabaseSchema, sql: &str) -> Option<Plan> {
         let mut plans = self.inner.lock();
         plans.clock += 1;
         let clock = plans.clock;
@@ -119,7 +127,6 @@ impl PlanCache {
             return None;
         }
         kept.last_used = clock;
-        self.reused.inc();
         Some(kept.plan.clone())
     }
 
@@ -376,6 +383,23 @@ mod tests {
             1,
             "the second run reused the plan"
         );
+    }
+
+    #[tokio::test]
+    async fn a_kept_statement_is_described_as_it_was_planned() {
+        let Setup { querier, .. } = setup().await;
+        let sql = "SELECT host, max(usage) AS top FROM cpu GROUP BY host";
+        let planned = querier
+            .describe("db", sql, QueryParams::None)
+            .await
+            .unwrap();
+        run(&querier, sql).await;
+        let kept = querier
+            .describe("db", sql, QueryParams::None)
+            .await
+            .unwrap();
+        assert_eq!(kept.schema, planned.schema);
+        assert_eq!(kept.parameters, planned.parameters);
     }
 
     #[tokio::test]
