@@ -11,10 +11,9 @@
 //! columns created by writes are visible to the next query without any registration step.
 //! The optimized plan of a statement is kept and used again for the same SQL while the tables
 //! it reads are unchanged (`plan_cache`); the physical plan, and so the buffer and files a
-//! scan reads, is made for every query. All
-//! sessions share one memory pool of `--query-mem-limit` bytes with spilling disabled: a query
-//! that needs more fails with [`QueryError::ResourcesExhausted`] instead of taking the server
-//! down.
+//! scan reads, is made for every query. All sessions share one memory pool of
+//! `--query-mem-limit` bytes with spilling disabled: a query that needs more fails with
+//! [`QueryError::ResourcesExhausted`] instead of taking the server down.
 
 mod date_bin;
 pub mod flight;
@@ -397,19 +396,19 @@ impl Querier {
         sql: &str,
         params: QueryParams,
     ) -> Result<StatementDescription, QueryError> {
-        if params.is_empty() {
-            // Flight SQL clients describe a statement before they run it, every time.
-            let snapshot = self.catalog.snapshot();
-            let db = database_of(&snapshot, database)?;
-            if let Some(kept) = self.plans.look_up(db, sql) {
-                return Ok(StatementDescription {
-                    schema: kept.schema,
-                    // A kept plan has no placeholders.
-                    parameters: Arc::new(Schema::empty()),
-                });
-            }
+        let snapshot = self.catalog.snapshot();
+        let db = database_of(&snapshot, database)?;
+        // Flight SQL clients describe a statement before they run it, every time.
+        let kept = params.is_empty().then(|| self.plans.look_up(db, sql));
+        if let Some(kept) = kept.flatten() {
+            return Ok(StatementDescription {
+                schema: kept.schema,
+                // A kept plan has no placeholders.
+                parameters: Arc::new(Schema::empty()),
+            });
         }
-        let df = self.plan(database, sql, params).await?;
+        let ctx = self.session_over(&snapshot, db)?;
+        let df = self.plan_in(&ctx, sql, params).await?;
         let limit = self.config.query_mem_limit_bytes;
         let mut parameters: Vec<(String, Option<DataType>)> = df
             .logical_plan()
@@ -477,16 +476,6 @@ impl Querier {
         )
         .map_err(|e| self.stream_error(e))?;
         Ok(QueryResult { schema, stream })
-    }
-
-    async fn plan(
-        &self,
-        database: &str,
-        sql: &str,
-        params: QueryParams,
-    ) -> Result<DataFrame, QueryError> {
-        let ctx = self.session(database)?;
-        self.plan_in(&ctx, sql, params).await
     }
 
     /// `sql` planned (not optimized) in `ctx`, with `params` bound.

@@ -556,7 +556,7 @@ impl Table {
             };
             match time_pages::split_pages(&metadata, range) {
                 None => {
-                    let rows = row_groups.clone().map(|r| SelectedRows::new(&metadata, r));
+                    let rows = row_groups.map(|r| SelectedRows::new(&metadata, r));
                     straddling.push((f, rows));
                 }
                 Some(split) => {

@@ -147,8 +147,8 @@ pub(crate) fn split_pages(metadata: &ParquetMetaData, range: TimeRange) -> Optio
 ///
 /// Given as a scan's file range, DataFusion opens only those row groups (it keeps a row group
 /// whose first page starts in the range) and divides the scan among partitions by these bytes,
-/// not the whole file's: a query that needs one row group of a 58 MB file then opens the file
-/// once instead of once per partition, each evaluating its statistics and page index.
+/// not the whole file's. (It still halves a range of 1 MiB or more, so a query that needs one
+/// row group of a 58 MB file opens the file in two partitions, one of which reads nothing.)
 pub(crate) fn row_group_bytes(
     metadata: &ParquetMetaData,
     selection: &RowSelection,
