@@ -49,6 +49,11 @@ use buffer::Buffer;
 /// Default for `--buffer-mem-limit`.
 pub const DEFAULT_BUFFER_MEM_LIMIT_BYTES: usize = 1024 * 1024 * 1024;
 
+/// How long a write waits for persistence to make room in a full buffer before it gets
+/// `BufferFull`: long enough for a persist job under way to finish, short enough to answer
+/// well inside the usual client timeouts (5 s for Telegraf, 10 s for the InfluxDB clients).
+pub const FULL_BUFFER_WAIT: Duration = Duration::from_secs(3);
+
 /// How the ingester is set up.
 #[derive(Debug, Clone)]
 pub struct IngesterConfig {
@@ -161,7 +166,7 @@ pub struct WriteOutcome {
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     #[error(
-        "the write buffer holds {size_bytes} bytes, over its limit of {limit_bytes}; retry later or raise --buffer-mem-limit (TRIBUTARY_BUFFER_MEM_LIMIT)"
+        "the write buffer holds {size_bytes} bytes, over its limit of {limit_bytes}, and persisting to Parquet did not make room within {} s; retry later or raise --buffer-mem-limit (TRIBUTARY_BUFFER_MEM_LIMIT)", FULL_BUFFER_WAIT.as_secs()
     )]
     BufferFull {
         size_bytes: usize,
@@ -266,6 +271,11 @@ struct Inner {
     storage: ObjectStorage,
     persister: Mutex<Option<persist::PersisterHandle>>,
     persist_metrics: persist::PersistMetrics,
+    /// Wakes the persister when a write takes the buffer past the pressure mark, so it need
+    /// not wait for its next tick.
+    persist_wake: tokio::sync::Notify,
+    /// Wakes writes waiting for room when a persist job has dropped rows from the buffer.
+    buffer_freed: tokio::sync::Notify,
 }
 
 /// Why a range delete failed.
@@ -394,6 +404,8 @@ impl Ingester {
                 storage,
                 persister: Mutex::new(None),
                 persist_metrics,
+                persist_wake: tokio::sync::Notify::new(),
+                buffer_freed: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -413,13 +425,7 @@ impl Ingester {
             .metrics
             .bytes_received
             .inc_by(request.body.len() as u64);
-        let size_bytes = inner.buffer.size_bytes();
-        if size_bytes > inner.config.buffer_mem_limit_bytes {
-            return Err(WriteError::BufferFull {
-                size_bytes,
-                limit_bytes: inner.config.buffer_mem_limit_bytes,
-            });
-        }
+        self.wait_for_buffer_room().await?;
         let default_time_ns = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i64);
@@ -497,6 +503,9 @@ impl Ingester {
             .map_err(WriteError::Wal)?;
         self.apply_in_order(sequence, entry.tables)
             .map_err(WriteError::Arrow)?;
+        if inner.buffer.size_bytes() > persist::pressure_bytes(&inner.config) {
+            inner.persist_wake.notify_one();
+        }
         let mut applied = inner.applied.subscribe();
         applied
             .wait_for(|&a| a >= sequence.0)
@@ -511,6 +520,34 @@ impl Ingester {
             lines_rejected: built.rejected.total,
             rejected: built.rejected.details,
         })
+    }
+
+    /// Returns once the buffer is within `--buffer-mem-limit`. While it is over, a write waits
+    /// up to [`FULL_BUFFER_WAIT`] for persist jobs to drop rows from it, and is refused only if
+    /// they cannot make room in that time (or no persister runs).
+    async fn wait_for_buffer_room(&self) -> Result<(), WriteError> {
+        let inner = &self.inner;
+        let limit_bytes = inner.config.buffer_mem_limit_bytes;
+        let deadline = tokio::time::Instant::now() + FULL_BUFFER_WAIT;
+        loop {
+            // Registered before the size is read, so a job finishing in between still wakes us.
+            let freed = inner.buffer_freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let size_bytes = inner.buffer.size_bytes();
+            if size_bytes <= limit_bytes {
+                return Ok(());
+            }
+            if inner.persister.lock().is_none() || tokio::time::Instant::now() >= deadline {
+                return Err(WriteError::BufferFull {
+                    size_bytes,
+                    limit_bytes,
+                });
+            }
+            inner.persist_wake.notify_one();
+            // Timing out is fine: the size is read once more before giving up.
+            let _ = tokio::time::timeout_at(deadline, freed).await;
+        }
     }
 
     fn count_rejections(&self, request: &WriteRequest, built: &write::BuiltWrite) {
@@ -940,6 +977,33 @@ n g=1 1",
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_buffer_that_persistence_cannot_drain_refuses_writes_after_waiting() {
+        let f = Fixture::new();
+        // A file where the database's objects would go: every upload fails.
+        std::fs::create_dir_all(f.dir.path().join("objects")).unwrap();
+        std::fs::write(f.dir.path().join("objects/db"), "not a directory").unwrap();
+        let ingester = f.ingester(1024 * 1024);
+        ingester.start_persister();
+        let line: String = (0..2000).map(|i| format!("m,t=t{i} f={i} {i}\n")).collect();
+        let mut refused = None;
+        for _ in 0..200 {
+            let started = std::time::Instant::now();
+            if let Err(e) = ingester.write(request(&line)).await {
+                refused = Some((e, started.elapsed()));
+                break;
+            }
+        }
+        let (e, waited) = refused.expect("the buffer limit is reached");
+        assert!(matches!(e, WriteError::BufferFull { .. }), "{e}");
+        assert!(e.to_string().contains("--buffer-mem-limit"), "{e}");
+        assert!(
+            waited >= FULL_BUFFER_WAIT,
+            "refused after {waited:?}, without waiting for persistence"
+        );
+        ingester.close_without_persisting();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_writes_to_one_key_resolve_in_wal_order_after_restart() {
         let f = Fixture::new();
         let ingester = f.ingester(1 << 30);
@@ -1027,21 +1091,14 @@ n g=1 1",
         )
         .unwrap();
         ingester.start_persister();
-        let mut refused = 0;
+        // Each write fills a new partition, and 40 of them are far more than the buffer holds.
+        // A write that finds it full waits for the persister instead of being refused.
         for day in 0..40i64 {
             let body: String = (0..5_000)
                 .map(|i| format!("m,t=t{} f={i} {}\n", i % 50, day * 86_400_000_000_000 + i))
                 .collect();
-            loop {
-                match ingester.write(request(&body)).await {
-                    Ok(_) => break,
-                    Err(WriteError::BufferFull { .. }) => {
-                        refused += 1;
-                        assert!(refused < 200, "persistence never caught up");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                    Err(e) => panic!("{e}"),
-                }
+            if let Err(e) = ingester.write(request(&body)).await {
+                panic!("write of day {day} refused although persistence keeps up: {e}");
             }
         }
         ingester.shutdown().await.unwrap();

@@ -127,6 +127,11 @@ impl PersisterHandle {
 /// first, so that writes are refused only if persistence cannot keep up.
 const PRESSURE_SHARE: f64 = 0.5;
 
+/// Buffer bytes above which partitions are persisted before they age.
+pub(crate) fn pressure_bytes(config: &crate::IngesterConfig) -> usize {
+    (config.buffer_mem_limit_bytes as f64 * PRESSURE_SHARE) as usize
+}
+
 impl Ingester {
     /// Starts persisting partitions in the background: those whose oldest rows are older than
     /// the persist interval, and the largest ones while the buffer is over half its limit.
@@ -144,8 +149,7 @@ impl Ingester {
     async fn run_persister(self, mut stopped: watch::Receiver<bool>) {
         let interval = self.inner.config.persist_interval;
         let tick = (interval / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
-        let pressure_bytes =
-            (self.inner.config.buffer_mem_limit_bytes as f64 * PRESSURE_SHARE) as usize;
+        let pressure_bytes = pressure_bytes(&self.inner.config);
         // Partitions whose last job failed wait before the next try, so a broken object store
         // is not hammered.
         let mut retry_after: HashMap<PartitionKey, (Instant, Duration)> = HashMap::new();
@@ -156,6 +160,7 @@ impl Ingester {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(tick) => {}
+                _ = self.inner.persist_wake.notified() => {}
                 _ = stopped.changed() => return,
             }
             let under_pressure = self.inner.buffer.size_bytes() > pressure_bytes;
@@ -228,6 +233,7 @@ impl Ingester {
         match result {
             Ok(Some((file, through))) => {
                 inner.buffer.finish_persist(key, through);
+                inner.buffer_freed.notify_waiters();
                 inner
                     .metrics
                     .buffer_bytes

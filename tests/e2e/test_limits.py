@@ -1,9 +1,10 @@
 """Limits refuse work with a message naming the flag that raises them, and the server stays up.
 
 Specifies that
-- `--buffer-mem-limit`: once the in-memory buffer is full, writes get `503` with a message
-  naming the flag, the server keeps answering, and everything acknowledged before stays
-  queryable (no persistence exists yet to drain the buffer);
+- `--buffer-mem-limit`: while persistence keeps up, a small buffer takes a burst many times
+  its size without refusing a write; once it is full and persistence cannot make room (here
+  the object store refuses uploads), writes get `503` with a message naming the flag, the
+  server keeps answering, and everything acknowledged before stays queryable;
 - `--max-databases`, `--max-tables-per-database`, `--max-columns-per-table`: a write or a
   create that would pass them is a `4xx` (`400` or `422`) naming the flag; nothing of the
   refused line is created, and what exists still takes writes. Columns count the tags,
@@ -55,18 +56,35 @@ def columns_of(server, db, table) -> list[str]:
 # -- buffer --------------------------------------------------------------------------------
 
 
+def burst(batch: int, lines: int = 1000) -> str:
+    """~90 KB of line protocol: `lines` rows of ten series, unique by batch."""
+    return "".join(
+        f'buf,host=h{i % 10} v={i}i,s="{batch:06d}-{i:06d}-padding-padding-padding-padding" {batch * lines + i}\n'
+        for i in range(lines)
+    )
+
+
+def test_a_small_buffer_takes_a_burst_many_times_its_size_while_persistence_keeps_up(start_server, db):
+    server = start_server("--buffer-mem-limit", "2MiB")
+    # ~9 MB of line protocol, back to back: the buffer fills several times over.
+    for batch in range(100):
+        expect_status(write_lp(server, db, burst(batch), precision="nanosecond"), 204)
+    assert count_rows(server, db, "buf") == 100 * 1000
+
+
 def test_full_buffer_answers_503_naming_the_flag_and_keeps_acked_data(start_server, db):
     server = start_server("--buffer-mem-limit", "1MiB")
+    # A file where the database's directory of objects would go: every upload fails, so
+    # persistence cannot make room.
+    objects = server.data_dir / "objects"
+    objects.mkdir(parents=True, exist_ok=True)
+    (objects / db).write_text("not a directory: uploads under it fail\n")
     lines_per_batch = 1000
     acked_lines = 0
     refused = None
     # 400 batches of ~90 KB is ~36 MB of line protocol: far past a 1 MiB buffer.
     for batch in range(400):
-        body = "".join(
-            f'buf,host=h{i % 10} v={i}i,s="{batch:06d}-{i:06d}-padding-padding-padding-padding" {batch * lines_per_batch + i}\n'
-            for i in range(lines_per_batch)
-        )
-        resp = write_lp(server, db, body, precision="nanosecond")
+        resp = write_lp(server, db, burst(batch, lines_per_batch), precision="nanosecond")
         if resp.status_code == 204:
             acked_lines += lines_per_batch
             continue

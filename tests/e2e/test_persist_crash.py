@@ -13,14 +13,18 @@ For each step the test persists a first batch (by graceful shutdown), starts wit
 failpoint, writes a second batch that both adds rows and overwrites fields of persisted keys,
 and waits for the server to abort by itself once the batch is due (a short `--persist-interval`).
 Restarted without the failpoint, every acknowledged row is there exactly once with its newest
-fields; objects uploaded but never recorded in the catalog are ignored. A third batch written
-after the crash persists and reads back correctly too, also across one more restart.
+fields; objects uploaded but never recorded in the catalog are ignored. At
+`persist-after-upload` such an object is there: a complete Parquet file that the crashed job
+uploaded, under the data dir's `objects/` but not in `system.parquet_files`, and it stays
+unlisted and unread. A third batch written after the crash persists and reads back correctly
+too, also across one more restart.
 """
 
 from __future__ import annotations
 
 import signal
 
+import pyarrow.parquet as pq
 import pytest
 
 from persistence_contract import (
@@ -64,6 +68,7 @@ def test_crash_at_a_persist_step_loses_and_duplicates_nothing(start_server, db, 
     write_points(server, db, first)
     model.apply(first)
     assert server.terminate() == 0, server.log_tail()  # persists `first`
+    before_crash = set(objects.list(f"{db}/"))
 
     server.env["TRIBUTARY_FAILPOINT"] = failpoint
     server.start()
@@ -75,6 +80,8 @@ def test_crash_at_a_persist_step_loses_and_duplicates_nothing(start_server, db, 
     model.apply(second)
     code = server.expect_exit(ABORT_TIMEOUT_S)
     assert code == -signal.SIGABRT, f"expected an abort at {failpoint}, exit status {code}\n{server.log_tail()}"
+    # Taken with the server down: what the crashed process left in the object store.
+    at_crash = set(objects.list(f"{db}/"))
 
     del server.env["TRIBUTARY_FAILPOINT"]
     server.start()
@@ -82,6 +89,13 @@ def test_crash_at_a_persist_step_loses_and_duplicates_nothing(start_server, db, 
     deployment = Deployment(server, objects)
     # An object uploaded but never recorded is not listed, and not read.
     check_listing(deployment, db, parquet_files(server, db), model.tables(), orphans_allowed=True)
+    orphans = at_crash - {f["path"] for f in parquet_files(server, db)}
+    if failpoint == "persist-after-upload":
+        # The crashed job's upload is there, complete, and the catalog does not know it.
+        assert orphans, f"no unrecorded object after a crash at {failpoint}: {sorted(at_crash)}"
+        assert orphans <= at_crash - before_crash, f"a file recorded before the crash left the catalog: {sorted(orphans)}"
+        for key in orphans:
+            assert pq.ParquetFile(objects.root / key).metadata.num_rows > 0, key
 
     # Life goes on: a new day, and newer usage_system for keys of the second batch.
     third = tsbs(hosts=2, start_ns=utc_ns(f"{DAY3}T00:00:00"), hours=1, seed=32)
@@ -93,6 +107,7 @@ def test_crash_at_a_persist_step_loses_and_duplicates_nothing(start_server, db, 
     assert_matches_model(server, db, model, f"after the next persist following a crash at {failpoint}")
     check_listing(deployment, db, files, model.tables(), orphans_allowed=True)
     check_objects(deployment, db, files, model, exact_union=False)
+    assert not orphans & {f["path"] for f in files}, f"an orphan of the crash was listed: {sorted(orphans)}"
 
     assert server.terminate() == 0, server.log_tail()
     server.start()

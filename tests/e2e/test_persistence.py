@@ -11,7 +11,9 @@ Also specifies that
   everything ever written (the open segment stays);
 - `--object-store memory` (here set by `TRIBUTARY_OBJECT_STORE`, with
   `TRIBUTARY_PERSIST_INTERVAL`) persists and answers queries within one process life and
-  writes no object to the data directory;
+  writes no object to the data directory; after a restart it starts empty (no catalog entry
+  naming a lost file, no replayed rows) and takes writes again; `--catalog` with it is refused
+  at start-up, naming both flags;
 - query results do not depend on `--parquet-cache-size`, even one far smaller than a file;
 - a bad `--object-store`, `--persist-interval` or `--parquet-cache-size`, or `s3` without
   `--bucket`, stops start-up with a message naming the flag.
@@ -24,7 +26,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import count_rows, expect_status, poll_until, query, write_lp
+from conftest import count_rows, expect_status, poll_until, query, query_raw, write_lp
 from persistence_contract import (
     DAY1,
     DAY2,
@@ -112,6 +114,33 @@ def test_memory_object_store_persists_and_answers_queries_within_one_process(sta
     assert_matches_model(server, db, model, "persisted to memory")
     objects = server.data_dir / "objects"
     assert not objects.exists() or not any(p.is_file() for p in objects.rglob("*")), "memory store wrote files"
+
+
+def test_memory_object_store_starts_empty_after_a_restart_and_takes_writes_again(start_server, db):
+    server = start_server(env={"TRIBUTARY_OBJECT_STORE": "memory", "TRIBUTARY_PERSIST_INTERVAL": PERSIST_SOON})
+    points = tsbs(hosts=1, hours=2, seed=13)
+    model = Model().apply(points)
+    write_points(server, db, points)
+    wait_for_persisted(server, db, model.counts())
+    # Rows still buffered too: in the write-ahead log only, which must not come back either.
+    expect_status(write_lp(server, db, "late,k=a f=1 1"), 204)
+    server.kill()
+    server.restart()
+    # The catalog that named the lost files went with them.
+    expect_status(query_raw(server, db, "SELECT count(*) FROM cpu"), 404)
+    again = Model().apply(points)
+    write_points(server, db, points)
+    wait_for_persisted(server, db, again.counts())
+    assert_matches_model(server, db, again, "persisted to memory after a restart")
+
+
+def test_memory_object_store_refuses_a_catalog_that_would_outlive_it(start_server, tmp_path):
+    server = start_server(
+        "--object-store", "memory", "--catalog", f"sqlite:{tmp_path / 'catalog.sqlite'}", wait=False
+    )
+    assert server.expect_exit() != 0
+    log = server.log_text()
+    assert "--catalog" in log and "--object-store memory" in log, server.log_tail()
 
 
 def test_query_results_do_not_depend_on_the_parquet_cache_size(start_server, db):

@@ -10,6 +10,11 @@ Specifies:
   keep their kinds (float, integer, boolean, string), a null field is omitted or `null`;
 - an unknown database is a `404`, SQL errors (syntax, unknown table or column) are `400`s,
   each with a JSON message;
+- `$name` placeholders take their values from `params`: a JSON object in the query string
+  (`GET ?params={"host":"a"}`) or in the body (`POST {"db", "q", "params": {...}}`); string,
+  integer and float values filter as the same literals do, each request binds its own values,
+  and a placeholder left without a value, a `params` that is not a JSON object or a value
+  that is not a string, number, boolean or null is a `400` whose message names it;
 - `information_schema.tables`/`columns` and `SHOW TABLES` list what was written;
 - rows with the same tag set and time are one row: the last write wins field by field and
   the fields it does not name keep their older values, also after a restart;
@@ -279,6 +284,85 @@ def test_malformed_json_body_is_a_400(cpu):
     )
     expect_status(resp, 400)
     error_message(resp)
+
+
+# -- parameters ----------------------------------------------------------------------------
+
+
+def query_with_params(server, db: str, sql: str, params, method: str = "GET") -> requests.Response:
+    """`query_sql` with `params`, in the query string for GET (a string as it is, anything else
+    as JSON) and as the body's `params` member for POST."""
+    url = f"{server.url}/api/v3/query_sql"
+    if method == "GET":
+        text = params if isinstance(params, str) else json.dumps(params)
+        return requests.get(url, params={"db": db, "q": sql, "format": "json", "params": text}, timeout=60)
+    if method == "POST":
+        return requests.post(url, json={"db": db, "q": sql, "format": "json", "params": params}, timeout=60)
+    raise ValueError(method)
+
+
+# (statement with placeholders, their values, the same statement with literals, hosts and
+# times of the rows it keeps)
+PARAMETER_CASES = [
+    ("host = $host", {"host": "a"}, "host = 'a'", [("a", T0), ("a", T0 + 2 * S)]),
+    ("count >= $n", {"n": 2}, "count >= 2", [("b", T0 + S), ("a", T0 + 2 * S)]),
+    ("usage > $u", {"u": 2.75}, "usage > 2.75", [("a", T0 + 2 * S)]),
+    ("region = $region AND usage < $u", {"region": "eu", "u": 2.0}, "region = 'eu' AND usage < 2.0", [("a", T0)]),
+]
+PARAMETER_IDS = ["tag-string", "integer", "float", "two-parameters"]
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@pytest.mark.parametrize(("condition", "params", "literal", "kept"), PARAMETER_CASES, ids=PARAMETER_IDS)
+def test_named_parameters_filter_as_the_same_literals_do(cpu, db, method, condition, params, literal, kept):
+    sql = f"SELECT host, usage, count, time FROM cpu WHERE {condition} ORDER BY time"
+    resp = expect_status(query_with_params(cpu, db, sql, params, method), 200)
+    rows = json_body(resp)
+    assert [(r["host"], ts_ns(r["time"])) for r in rows] == kept
+    assert rows == query(cpu, db, f"SELECT host, usage, count, time FROM cpu WHERE {literal} ORDER BY time", method=method)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_each_request_binds_its_own_parameter_values(cpu, db, method):
+    # The same text with other values: a plan kept with the first values bound would answer
+    # the first request's rows again.
+    sql = "SELECT msg FROM cpu WHERE host = $host ORDER BY time"
+    for host, msgs in [("a", ["one", "three"]), ("b", ["two"]), ("a", ["one", "three"]), ("nobody", [])]:
+        resp = expect_status(query_with_params(cpu, db, sql, {"host": host}, method), 200)
+        assert [r["msg"] for r in json_body(resp)] == msgs, host
+
+
+@pytest.mark.parametrize("params", ["host=a", "[\"a\"]", "\"a\"", "{\"host\": "], ids=["not-json", "array", "string", "truncated"])
+def test_params_in_the_query_string_that_are_not_a_json_object_are_a_400_naming_params(cpu, db, params):
+    resp = query_with_params(cpu, db, "SELECT msg FROM cpu WHERE host = $host", params, "GET")
+    expect_status(resp, 400)
+    assert "params" in error_message(resp)
+
+
+@pytest.mark.parametrize("params", [["a"], "{\"host\": \"a\"}", 3], ids=["array", "string", "number"])
+def test_params_in_the_body_that_are_not_a_json_object_are_a_400_naming_params(cpu, db, params):
+    resp = query_with_params(cpu, db, "SELECT msg FROM cpu WHERE host = $host", params, "POST")
+    expect_status(resp, 400)
+    assert "params" in error_message(resp)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@pytest.mark.parametrize("value", [["a"], {"v": "a"}], ids=["array", "object"])
+def test_a_parameter_value_that_sql_cannot_use_is_a_400_naming_it(cpu, db, method, value):
+    resp = query_with_params(cpu, db, "SELECT msg FROM cpu WHERE host = $host", {"host": value}, method)
+    expect_status(resp, 400)
+    assert "host" in error_message(resp)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@pytest.mark.parametrize("params", [{}, {"host": "a"}], ids=["no-params", "another-parameter"])
+def test_a_placeholder_without_a_value_is_a_400_naming_it(cpu, db, method, params):
+    sql = "SELECT msg FROM cpu WHERE host = $host AND region = $wanted_region"
+    resp = query_with_params(cpu, db, sql, params, method)
+    expect_status(resp, 400)
+    message = error_message(resp)
+    unbound = {"$host", "$wanted_region"} - {f"${name}" for name in params}
+    assert any(name in message for name in unbound), message
 
 
 # -- catalog views -------------------------------------------------------------------------

@@ -12,9 +12,10 @@ sorted Parquet, the same query results across persists and restarts, union witho
 duplicates, newest fields per key, graceful shutdown.
 
 Also specifies that the S3 settings can come from the environment alone
-(`TRIBUTARY_OBJECT_STORE`, `TRIBUTARY_BUCKET`, `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`,
-`AWS_DEFAULT_REGION` and the credentials), and that nothing is written to the local
-`<data-dir>/objects`.
+(`TRIBUTARY_OBJECT_STORE`, `TRIBUTARY_BUCKET`, then the endpoint, `allow-http`, region and
+credentials under the AWS SDKs' names `AWS_ENDPOINT_URL`/`AWS_REGION`, the older
+`AWS_ENDPOINT`/`AWS_DEFAULT_REGION`, or `TRIBUTARY_AWS_*`), and that nothing is written to
+the local `<data-dir>/objects`.
 """
 
 from __future__ import annotations
@@ -157,16 +158,35 @@ class TestS3ObjectStore(PersistenceContract):
         return launch
 
 
-def test_s3_settings_can_come_from_the_environment(start_server, s3, s3_endpoint, db):
+def s3_environment(names: str, endpoint: str) -> dict[str, str]:
+    """The S3 settings as environment variables: the AWS CLI's and SDKs' names
+    (`AWS_ENDPOINT_URL`, `AWS_REGION`), the older ones (`AWS_ENDPOINT`, `AWS_DEFAULT_REGION`),
+    or tributary's own (`TRIBUTARY_AWS_*`)."""
+    if names == "tributary":
+        return {
+            "TRIBUTARY_AWS_ENDPOINT": endpoint,
+            "TRIBUTARY_AWS_ALLOW_HTTP": "true",
+            "TRIBUTARY_AWS_DEFAULT_REGION": AWS_ENV["AWS_DEFAULT_REGION"],
+            "TRIBUTARY_AWS_ACCESS_KEY_ID": AWS_ENV["AWS_ACCESS_KEY_ID"],
+            "TRIBUTARY_AWS_SECRET_ACCESS_KEY": AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+        }
+    credentials = {k: AWS_ENV[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    if names == "aws-sdk":
+        return {**credentials, "AWS_ENDPOINT_URL": endpoint, "AWS_ALLOW_HTTP": "true",
+                "AWS_REGION": AWS_ENV["AWS_DEFAULT_REGION"]}
+    assert names == "aws-older"
+    return {**AWS_ENV, "AWS_ENDPOINT": endpoint, "AWS_ALLOW_HTTP": "true"}
+
+
+@pytest.mark.parametrize("names", ["aws-sdk", "aws-older", "tributary"])
+def test_s3_settings_can_come_from_the_environment(start_server, s3, s3_endpoint, db, names):
     bucket = new_bucket(s3)
     server = start_server(
         "--persist-interval", PERSIST_NEVER,
         env={
-            **AWS_ENV,
+            **s3_environment(names, s3_endpoint),
             "TRIBUTARY_OBJECT_STORE": "s3",
             "TRIBUTARY_BUCKET": bucket,
-            "AWS_ENDPOINT": s3_endpoint,
-            "AWS_ALLOW_HTTP": "true",
         },
     )
     points = tsbs(hosts=2, hours=6, seed=20)

@@ -32,7 +32,8 @@ pub(crate) const DEFAULT_RETENTION_CHECK_INTERVAL: &str = "1m";
 pub(crate) enum ObjectStoreKind {
     /// Files under `<data-dir>/objects`.
     File,
-    /// In memory: persisted data is lost when the process exits (tests, benchmarks).
+    /// In memory: nothing written outlives the process (tests, benchmarks). The catalog and
+    /// the write-ahead log go to `<data-dir>/memory`, emptied at start-up.
     Memory,
     /// An S3-compatible store (AWS S3, MinIO, Ceph...): see `--bucket` and the `--aws-*` flags.
     S3,
@@ -53,7 +54,8 @@ pub(crate) struct ServeConfig {
     #[arg(long, env = "TRIBUTARY_CATALOG")]
     pub(crate) catalog: Option<String>,
 
-    /// Bytes of Arrow data the write buffer may hold; writes past it get 503.
+    /// Bytes of Arrow data the write buffer may hold. Over half of it the largest partitions
+    /// are persisted early; a write that finds it full waits up to 3 s for room, then gets 503.
     #[arg(long, env = "TRIBUTARY_BUFFER_MEM_LIMIT", default_value = DEFAULT_BUFFER_MEM_LIMIT, value_parser = parse_size)]
     pub(crate) buffer_mem_limit: u64,
 
@@ -96,28 +98,29 @@ pub(crate) struct ServeConfig {
     pub(crate) bucket: Option<String>,
 
     /// S3 endpoint URL, for S3-compatible servers (e.g. `http://127.0.0.1:9000` for MinIO);
-    /// requests are path-style (`<endpoint>/<bucket>/<key>`).
-    #[arg(long, env = "AWS_ENDPOINT")]
+    /// requests are path-style (`<endpoint>/<bucket>/<key>`). Also read from `AWS_ENDPOINT_URL`
+    /// or `AWS_ENDPOINT`.
+    #[arg(long, env = "TRIBUTARY_AWS_ENDPOINT")]
     pub(crate) aws_endpoint: Option<String>,
 
-    /// S3 region.
-    #[arg(long, env = "AWS_DEFAULT_REGION", default_value = "us-east-1")]
-    pub(crate) aws_default_region: String,
+    /// S3 region (default `us-east-1`). Also read from `AWS_DEFAULT_REGION` or `AWS_REGION`.
+    #[arg(long, env = "TRIBUTARY_AWS_DEFAULT_REGION")]
+    pub(crate) aws_default_region: Option<String>,
 
-    /// S3 access key id.
-    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
+    /// S3 access key id. Also read from `AWS_ACCESS_KEY_ID`.
+    #[arg(long, env = "TRIBUTARY_AWS_ACCESS_KEY_ID", hide_env_values = true)]
     pub(crate) aws_access_key_id: Option<String>,
 
-    /// S3 secret access key.
-    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    /// S3 secret access key. Also read from `AWS_SECRET_ACCESS_KEY`.
+    #[arg(long, env = "TRIBUTARY_AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
     pub(crate) aws_secret_access_key: Option<String>,
 
-    /// S3 session token, for temporary credentials.
-    #[arg(long, env = "AWS_SESSION_TOKEN", hide_env_values = true)]
+    /// S3 session token, for temporary credentials. Also read from `AWS_SESSION_TOKEN`.
+    #[arg(long, env = "TRIBUTARY_AWS_SESSION_TOKEN", hide_env_values = true)]
     pub(crate) aws_session_token: Option<String>,
 
-    /// Allow a plain-HTTP `--aws-endpoint`.
-    #[arg(long, env = "AWS_ALLOW_HTTP")]
+    /// Allow a plain-HTTP `--aws-endpoint`. Also read from `AWS_ALLOW_HTTP`.
+    #[arg(long, env = "TRIBUTARY_AWS_ALLOW_HTTP")]
     pub(crate) aws_allow_http: bool,
 
     /// Memory for cached Parquet data (file metadata and recently read or written files).
@@ -256,8 +259,14 @@ impl ServeConfig {
             && !self.aws_allow_http
         {
             return Err(format!(
-                "--aws-endpoint (AWS_ENDPOINT) `{endpoint}` is plain HTTP: add --aws-allow-http (AWS_ALLOW_HTTP=true) to allow it"
+                "--aws-endpoint (TRIBUTARY_AWS_ENDPOINT, AWS_ENDPOINT_URL) `{endpoint}` is plain HTTP: add --aws-allow-http (TRIBUTARY_AWS_ALLOW_HTTP=true, AWS_ALLOW_HTTP=true) to allow it"
             ));
+        }
+        if self.catalog.is_some() && self.object_store == ObjectStoreKind::Memory {
+            return Err(
+                "--catalog (TRIBUTARY_CATALOG) cannot be used with --object-store memory: the catalog would outlive the files it records, which are lost when the process exits; use --object-store file or s3 to keep a catalog"
+                    .to_owned(),
+            );
         }
         if let Some(c) = &self.catalog
             && !c.starts_with("sqlite:")
@@ -269,11 +278,64 @@ impl ServeConfig {
         Ok(())
     }
 
+    /// Fills the S3 settings given neither as flags nor as `TRIBUTARY_*` variables from the
+    /// usual AWS variables (`var` looks one up), as AWS's own tools name them.
+    pub(crate) fn with_aws_environment(mut self, var: impl Fn(&str) -> Option<String>) -> Self {
+        let first = |names: &[&str]| names.iter().find_map(|n| var(n).filter(|v| !v.is_empty()));
+        let fill = |slot: &mut Option<String>, names: &[&str]| {
+            if slot.is_none() {
+                *slot = first(names);
+            }
+        };
+        fill(
+            &mut self.aws_endpoint,
+            &["AWS_ENDPOINT_URL", "AWS_ENDPOINT"],
+        );
+        fill(
+            &mut self.aws_default_region,
+            &["AWS_DEFAULT_REGION", "AWS_REGION"],
+        );
+        fill(&mut self.aws_access_key_id, &["AWS_ACCESS_KEY_ID"]);
+        fill(&mut self.aws_secret_access_key, &["AWS_SECRET_ACCESS_KEY"]);
+        fill(&mut self.aws_session_token, &["AWS_SESSION_TOKEN"]);
+        if !self.aws_allow_http {
+            self.aws_allow_http = first(&["AWS_ALLOW_HTTP"]).is_some_and(|v| {
+                matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on")
+            });
+        }
+        self
+    }
+
+    /// The S3 region: `--aws-default-region`, or `us-east-1`.
+    pub(crate) fn aws_region(&self) -> &str {
+        self.aws_default_region.as_deref().unwrap_or("us-east-1")
+    }
+
+    /// This configuration with its secrets blanked, for the log.
+    pub(crate) fn redacted(&self) -> Self {
+        let hide = |secret: &Option<String>| secret.as_ref().map(|_| "<redacted>".to_owned());
+        Self {
+            aws_secret_access_key: hide(&self.aws_secret_access_key),
+            aws_session_token: hide(&self.aws_session_token),
+            ..self.clone()
+        }
+    }
+
     /// Path of the SQLite catalog file.
     pub(crate) fn catalog_path(&self) -> PathBuf {
         match &self.catalog {
             Some(c) => PathBuf::from(c.trim_start_matches("sqlite:")),
-            None => self.data_dir.join("catalog.sqlite"),
+            None => self.state_dir().join("catalog.sqlite"),
+        }
+    }
+
+    /// Directory of the default catalog and the write-ahead log: `--data-dir`, or with
+    /// `--object-store memory` its `memory/` directory, emptied at start-up (a catalog or log
+    /// that outlived the objects would name files and sequence numbers that are gone).
+    pub(crate) fn state_dir(&self) -> PathBuf {
+        match self.object_store {
+            ObjectStoreKind::Memory => self.data_dir.join("memory"),
+            ObjectStoreKind::File | ObjectStoreKind::S3 => self.data_dir.clone(),
         }
     }
 }
@@ -310,6 +372,73 @@ pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeConfig,
+    }
+
+    fn parsed(args: &[&str], env: &[(&str, &str)]) -> ServeConfig {
+        let env: std::collections::HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))
+            .unwrap()
+            .serve
+            .with_aws_environment(|k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn s3_settings_come_from_flags_before_the_usual_aws_variables() {
+        let c = parsed(
+            &["--aws-endpoint", "http://flag:9000"],
+            &[
+                ("AWS_ENDPOINT_URL", "http://env:9000"),
+                ("AWS_REGION", "eu-west-3"),
+                ("AWS_ACCESS_KEY_ID", "key"),
+                ("AWS_SECRET_ACCESS_KEY", "secret"),
+                ("AWS_ALLOW_HTTP", "true"),
+            ],
+        );
+        assert_eq!(c.aws_endpoint.as_deref(), Some("http://flag:9000"));
+        assert_eq!(c.aws_region(), "eu-west-3");
+        assert_eq!(c.aws_access_key_id.as_deref(), Some("key"));
+        assert_eq!(c.aws_secret_access_key.as_deref(), Some("secret"));
+        assert!(c.aws_allow_http);
+
+        let c = parsed(
+            &["--aws-default-region", "us-west-2"],
+            &[
+                ("AWS_ENDPOINT", "http://old-name:9000"),
+                ("AWS_DEFAULT_REGION", "eu-west-3"),
+                ("AWS_ALLOW_HTTP", "false"),
+            ],
+        );
+        assert_eq!(c.aws_endpoint.as_deref(), Some("http://old-name:9000"));
+        assert_eq!(c.aws_region(), "us-west-2");
+        assert!(!c.aws_allow_http);
+        assert_eq!(parsed(&[], &[]).aws_region(), "us-east-1");
+    }
+
+    #[test]
+    fn the_logged_configuration_hides_secrets() {
+        let c = parsed(
+            &[],
+            &[
+                ("AWS_SECRET_ACCESS_KEY", "hunter2"),
+                ("AWS_SESSION_TOKEN", "token"),
+            ],
+        );
+        let shown = format!("{:?}", c.redacted());
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("token\""),
+            "{shown}"
+        );
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
 
     #[test]
     fn sizes_take_decimal_and_binary_units() {

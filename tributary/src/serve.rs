@@ -51,14 +51,16 @@ fn object_storage(config: &ServeConfig) -> anyhow::Result<ObjectStorage> {
                 .with_context(|| format!("cannot open the object store in {}", dir.display()))?
         }
         ObjectStoreKind::Memory => {
-            tracing::warn!("--object-store memory: persisted data is lost when the process exits");
+            tracing::warn!(
+                "--object-store memory: nothing written outlives the process; each start begins empty"
+            );
             ObjectStorage::remote(Arc::new(object_store::memory::InMemory::new()))
         }
         ObjectStoreKind::S3 => {
             let bucket = config.bucket.as_deref().unwrap_or_default();
             let mut builder = object_store::aws::AmazonS3Builder::new()
                 .with_bucket_name(bucket)
-                .with_region(&config.aws_default_region)
+                .with_region(config.aws_region())
                 .with_allow_http(config.aws_allow_http)
                 .with_virtual_hosted_style_request(false);
             if let Some(endpoint) = &config.aws_endpoint {
@@ -82,6 +84,7 @@ fn object_storage(config: &ServeConfig) -> anyhow::Result<ObjectStorage> {
 }
 
 pub(crate) fn main(config: ServeConfig) -> ExitCode {
+    let config = config.with_aws_environment(|name| std::env::var(name).ok());
     let filter = EnvFilter::try_new(&config.log_filter);
     let filter = match filter {
         Ok(f) => f,
@@ -125,7 +128,7 @@ pub(crate) fn main(config: ServeConfig) -> ExitCode {
 
 async fn run(config: ServeConfig) -> anyhow::Result<()> {
     use anyhow::Context;
-    tracing::info!(?config, "starting tributary serve");
+    tracing::info!(config = ?config.redacted(), "starting tributary serve");
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create --data-dir {}", config.data_dir.display()))?;
 
@@ -143,6 +146,17 @@ async fn run(config: ServeConfig) -> anyhow::Result<()> {
             "--data-dir {} is locked by another running tributary ({e}); stop it or choose another --data-dir",
             config.data_dir.display()
         );
+    }
+
+    if config.object_store == ObjectStoreKind::Memory {
+        let dir = config.state_dir();
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| {
+                format!("cannot empty {} (--object-store memory)", dir.display())
+            })?;
+        }
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
     }
 
     let limits = CatalogLimits {
@@ -163,7 +177,7 @@ async fn run(config: ServeConfig) -> anyhow::Result<()> {
         object_storage(&config)?.with_read_cache(config.parquet_cache_size - metadata_cache_bytes);
     let mut registry = Registry::default();
     let ingester_config = IngesterConfig {
-        wal_dir: config.data_dir.join("wal"),
+        wal_dir: config.state_dir().join("wal"),
         buffer_mem_limit_bytes: config.buffer_mem_limit as usize,
         persist_interval: config.persist_interval,
     };

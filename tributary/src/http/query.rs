@@ -21,7 +21,8 @@ struct QueryBody {
     db: Option<String>,
     q: Option<String>,
     format: Option<String>,
-    params: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Read as any value, so that a non-object gets an error naming `params`.
+    params: Option<serde_json::Value>,
 }
 
 pub(crate) async fn query_get(
@@ -70,11 +71,32 @@ pub(crate) async fn query_post(
         let q = q.filter(|q| !q.is_empty()).ok_or_else(|| ApiError::bad_request("missing `q`"))?;
         let format_name = parsed.format.as_deref().or(params.get("format"));
         let format = OutputFormat::choose(format_name, headers.get(ACCEPT))?;
-        let sql_params = param_values(parsed.params.unwrap_or_default())?;
+        let sql_params = match parsed.params {
+            None | Some(serde_json::Value::Null) => QueryParams::None,
+            Some(serde_json::Value::Object(map)) => param_values(map)?,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "`params` must be a JSON object of names and values, like {{\"host\": \"a\"}}, not {}",
+                    json_kind(&other)
+                )));
+            }
+        };
         run(&state, &db, &q, format, sql_params).await
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// What a JSON value is, for error messages.
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
 }
 
 fn param_values(map: serde_json::Map<String, serde_json::Value>) -> Result<QueryParams, ApiError> {
