@@ -7,6 +7,7 @@
 #
 # Usage: scripts/bench-query.sh [--binary PATH] [--data-dir DIR] [--keep] [--runs N]
 #                               [--json-out FILE] [--explain none|missed|all] [--no-flight]
+#                               [--ingest-rounds N]
 #                               [--help]
 # Without --binary the release binary is built first (cargo build --release), as
 # bench-write.sh does. DuckDB and pyarrow are installed into .venv from

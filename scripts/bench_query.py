@@ -15,6 +15,9 @@ Run through scripts/bench-query.sh, which finds the binary and prepares .venv. S
    (`--persist-interval 1s`) cuts the load into several files whose time ranges can overlap
    (four connections write out of order), and overlapping files are deduplicated at query
    time: a different, slower workload, and one that changes from run to run.
+   Then, unless `--ingest-rounds 0`, load the same data set into fresh servers, interleaved:
+   with persistence running through the load (`--persist-interval 200ms`) and without
+   (`1h`), and report both rates (the issue: ingest must not drop while persistence runs).
 2. Report disk bytes (catalog's sum of `size_bytes` and the bytes under `objects/`) and bytes
    per value against the issue's peers.
 3. Export `SELECT * FROM cpu` from the server as Parquet and let DuckDB rewrite it sorted by
@@ -443,6 +446,37 @@ def load(binary: str, server: Server, connections: int, hosts: int = HOSTS, hour
     return report
 
 
+def ingest_while_persisting(binary: str, work: str, connections: int, rounds: int) -> dict:
+    """Load the data set into fresh servers, interleaved: with persistence running through
+    the load (`--persist-interval 200ms`: every partition is persisted again and again) and
+    without (`1h`: nothing persists until shutdown). Reports each side's lines/s and how many
+    files the persisting side wrote before its load ended."""
+    sides = {"persisting": "200ms", "not_persisting": "1h"}
+    runs: dict[str, list[dict]] = {name: [] for name in sides}
+    for r in range(rounds):
+        for name, interval in sides.items():
+            data_dir = os.path.join(work, f"ingest-{name}-{r}")
+            server = Server(
+                binary, data_dir, os.path.join(work, f"server-ingest-{name}.log"),
+                ["--persist-interval", interval, "--object-store", "file"],
+            )
+            try:
+                report = load(binary, server, connections)
+                report["files_at_load_end"] = len(parquet_files(server.client))
+                report["server_peak_rss_mib"] = server.peak_rss_mib()
+                runs[name].append(report)
+            finally:
+                server.kill()
+                shutil.rmtree(data_dir, ignore_errors=True)
+    summary: dict = {"rounds": rounds, "runs": runs}
+    for name in sides:
+        rates = [x["lines_per_s"] for x in runs[name] if "lines_per_s" in x]
+        summary[f"{name}_lines_per_s"] = statistics.median(rates) if rates else None
+    p, n = summary["persisting_lines_per_s"], summary["not_persisting_lines_per_s"]
+    summary["ratio"] = p / n if p and n else None
+    return summary
+
+
 def wait_persisted(server: Server, timeout: float, expected: int = ROWS) -> tuple[bool, float, list[dict]]:
     """Poll system.parquet_files until its row counts for `cpu` add up to `expected` rows."""
     t = time.monotonic()
@@ -722,6 +756,13 @@ def main() -> int:
         action="store_true",
         help="development only: for a build without persistence; queries read the buffer",
     )
+    ap.add_argument(
+        "--ingest-rounds",
+        type=int,
+        default=2,
+        help="rounds of the ingest-while-persisting comparison (each loads the data set twice "
+        "into fresh servers: persisting every 200 ms and not persisting); 0 skips it; default 2",
+    )
     ap.add_argument("--no-json-format", action="store_true", help="skip the format=json runs")
     ap.add_argument("--no-flight", action="store_true", help="skip the Arrow Flight (DoGet) runs")
     ap.add_argument(
@@ -780,6 +821,11 @@ def main() -> int:
                 results["load"]["sigterm_stop_s"] = took
                 log(f"server stopped by SIGTERM in {took:.1f} s")
                 server = None
+        if args.ingest_rounds > 0 and not args.no_persist:
+            log(f"ingest with and without persistence running, {args.ingest_rounds} rounds")
+            results["ingest_while_persisting"] = ingest_while_persisting(
+                args.binary, work, args.connections, args.ingest_rounds
+            )
         if server is None:
             server = Server(args.binary, data_dir, os.path.join(work, "server-query.log"), server_flags)
         client = server.client
@@ -1026,6 +1072,14 @@ def print_report(r: dict, args: argparse.Namespace) -> None:
         if "sigterm_stop_s" in load:
             line += f"; SIGTERM stop {load['sigterm_stop_s']:.1f} s"
         print(line)
+    ing = r.get("ingest_while_persisting")
+    if ing and ing.get("ratio") is not None:
+        files = [x.get("files_at_load_end", 0) for x in ing["runs"]["persisting"]]
+        print(
+            f"ingest while persisting (--persist-interval 200ms, {files} files written during the loads): "
+            f"{ing['persisting_lines_per_s'] / 1e6:.2f} M lines/s vs {ing['not_persisting_lines_per_s'] / 1e6:.2f} M "
+            f"without persistence (1h), median of {ing['rounds']} interleaved rounds: {ing['ratio']:.2f}x"
+        )
     d = r.get("disk", {})
     if "parquet_size_bytes" in d:
         b = d["parquet_size_bytes"]

@@ -1,10 +1,12 @@
-//! An in-memory cache of whole Parquet files in front of the object store.
+//! An in-memory cache of Parquet files in front of the object store.
 //!
 //! Queries read a file as many small ranges (footer, page index, column chunks); against S3
 //! each is a request. The cache keeps whole files, filled when a file is persisted (so fresh
-//! data is never read back) and on the first read, and evicts the least recently used file
-//! past its capacity. Files are immutable once written, so an entry never goes stale; a
-//! deleted file is dropped from the cache too.
+//! data is never read back) and on the first read. A file too large to keep whole (over a
+//! quarter of the capacity) is kept as the blocks of it that queries read: its hot byte
+//! ranges. The least recently used file or block is evicted past the capacity. Files are
+//! immutable once written, so an entry never goes stale; a deleted file is dropped from the
+//! cache too.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -23,8 +25,16 @@ use object_store::{
 };
 use parking_lot::Mutex;
 
-/// Files larger than this are never cached whole: one would evict everything else.
+/// Files larger than this share of the capacity are never cached whole (one would evict
+/// everything else): they are cached in blocks.
 const MAX_CACHED_FILE_SHARE: u64 = 4;
+
+/// Size of the blocks a large file is cached in: a few column chunks' pages, and one
+/// request's worth against S3.
+const BLOCK_BYTES: u64 = 1024 * 1024;
+
+/// Most large files whose metadata is remembered (so their reads go to blocks at once).
+const MAX_LARGE_FILES: usize = 65_536;
 
 /// The caching store.
 pub(crate) struct CachedStore {
@@ -36,6 +46,10 @@ pub(crate) struct CachedStore {
 #[derive(Default)]
 struct CacheState {
     files: HashMap<Path, CachedFile>,
+    /// Files too large to cache whole, by location: their metadata, for reads by block.
+    large: HashMap<Path, ObjectMeta>,
+    /// Blocks of large files, by location and block number.
+    blocks: HashMap<(Path, u64), CachedBlock>,
     size_bytes: u64,
     tick: u64,
 }
@@ -45,12 +59,54 @@ impl CacheState {
         if let Some(f) = self.files.remove(location) {
             self.size_bytes -= f.bytes.len() as u64;
         }
+        if let Some(meta) = self.large.remove(location) {
+            for block in 0..meta.size.div_ceil(BLOCK_BYTES) {
+                if let Some(b) = self.blocks.remove(&(location.clone(), block)) {
+                    self.size_bytes -= b.bytes.len() as u64;
+                }
+            }
+        }
+    }
+
+    fn next_tick(&mut self) -> u64 {
+        self.tick += 1;
+        self.tick
+    }
+
+    /// Evicts the least recently used files and blocks until within `capacity_bytes`.
+    fn evict_to(&mut self, capacity_bytes: u64) {
+        while self.size_bytes > capacity_bytes {
+            let file = self
+                .files
+                .iter()
+                .min_by_key(|(_, f)| f.last_used)
+                .map(|(p, f)| (f.last_used, p.clone()));
+            let block = self
+                .blocks
+                .iter()
+                .min_by_key(|(_, b)| b.last_used)
+                .map(|(k, b)| (b.last_used, k.clone()));
+            let freed = match (file, block) {
+                (Some((f, path)), Some((b, _))) if f <= b => {
+                    self.files.remove(&path).map(|f| f.bytes)
+                }
+                (Some((_, path)), None) => self.files.remove(&path).map(|f| f.bytes),
+                (_, Some((_, key))) => self.blocks.remove(&key).map(|b| b.bytes),
+                (None, None) => break,
+            };
+            self.size_bytes -= freed.map_or(0, |b| b.len() as u64);
+        }
     }
 }
 
 struct CachedFile {
     bytes: Bytes,
     meta: ObjectMeta,
+    last_used: u64,
+}
+
+struct CachedBlock {
+    bytes: Bytes,
     last_used: u64,
 }
 
@@ -63,23 +119,28 @@ impl CachedStore {
         }
     }
 
-    fn lookup(&self, location: &Path) -> Option<(Bytes, ObjectMeta)> {
+    /// Largest file kept whole, and largest read kept in blocks.
+    fn max_cached_bytes(&self) -> u64 {
+        self.capacity_bytes / MAX_CACHED_FILE_SHARE
+    }
+
+    fn lookup(&self, location: &Path) -> Option<Cached> {
         let mut state = self.state.lock();
-        state.tick += 1;
-        let tick = state.tick;
-        let file = state.files.get_mut(location)?;
-        file.last_used = tick;
-        Some((file.bytes.clone(), file.meta.clone()))
+        let tick = state.next_tick();
+        if let Some(file) = state.files.get_mut(location) {
+            file.last_used = tick;
+            return Some(Cached::Whole(file.bytes.clone(), file.meta.clone()));
+        }
+        state.large.get(location).cloned().map(Cached::Large)
     }
 
     fn insert(&self, meta: ObjectMeta, bytes: Bytes) {
         let size = bytes.len() as u64;
-        if size > self.capacity_bytes / MAX_CACHED_FILE_SHARE {
+        if size > self.max_cached_bytes() {
             return;
         }
         let mut state = self.state.lock();
-        state.tick += 1;
-        let tick = state.tick;
+        let tick = state.next_tick();
         let location = meta.location.clone();
         if let Some(old) = state.files.insert(
             location,
@@ -92,19 +153,96 @@ impl CachedStore {
             state.size_bytes -= old.bytes.len() as u64;
         }
         state.size_bytes += size;
-        while state.size_bytes > self.capacity_bytes {
-            let Some(victim) = state
-                .files
-                .iter()
-                .min_by_key(|(_, f)| f.last_used)
-                .map(|(p, _)| p.clone())
-            else {
-                break;
-            };
-            if let Some(f) = state.files.remove(&victim) {
-                state.size_bytes -= f.bytes.len() as u64;
-            }
+        state.evict_to(self.capacity_bytes);
+    }
+
+    /// Remembers that the file `meta` describes is read by blocks.
+    fn remember_large(&self, meta: ObjectMeta) {
+        let mut state = self.state.lock();
+        if state.large.len() >= MAX_LARGE_FILES {
+            // Forgetting only costs one more whole-file request per file read again.
+            let blocks = std::mem::take(&mut state.blocks);
+            state.size_bytes -= blocks.values().map(|b| b.bytes.len() as u64).sum::<u64>();
+            state.large.clear();
         }
+        state.large.insert(meta.location.clone(), meta);
+    }
+
+    /// Reads `options`' range of a large file: cached blocks from memory, the others fetched
+    /// (adjacent ones in one request) and cached.
+    async fn get_by_blocks(&self, meta: ObjectMeta, options: &GetOptions) -> Result<GetResult> {
+        options.check_preconditions(&meta)?;
+        let range = requested_range(&meta, options)?;
+        if options.head {
+            return serve(Bytes::new(), meta, options);
+        }
+        if range.end - range.start > self.max_cached_bytes() {
+            return self.inner.get_opts(&meta.location, options.clone()).await;
+        }
+        let location = &meta.location;
+        let wanted = range.start / BLOCK_BYTES..range.end.div_ceil(BLOCK_BYTES);
+        let mut blocks: Vec<Option<Bytes>> = {
+            let mut state = self.state.lock();
+            let tick = state.next_tick();
+            wanted
+                .clone()
+                .map(|n| {
+                    let b = state.blocks.get_mut(&(location.clone(), n))?;
+                    b.last_used = tick;
+                    Some(b.bytes.clone())
+                })
+                .collect()
+        };
+        let missing: Vec<u64> = wanted
+            .clone()
+            .zip(&blocks)
+            .filter(|(_, b)| b.is_none())
+            .map(|(n, _)| n)
+            .collect();
+        if !missing.is_empty() {
+            let ranges: Vec<Range<u64>> = missing
+                .iter()
+                .map(|n| n * BLOCK_BYTES..((n + 1) * BLOCK_BYTES).min(meta.size))
+                .collect();
+            let fetched = self.inner.get_ranges(location, &ranges).await?;
+            let mut state = self.state.lock();
+            let tick = state.next_tick();
+            for (n, bytes) in missing.into_iter().zip(fetched) {
+                blocks[(n - wanted.start) as usize] = Some(bytes.clone());
+                let size = bytes.len() as u64;
+                let key = (location.clone(), n);
+                if let Some(old) = state.blocks.insert(
+                    key,
+                    CachedBlock {
+                        bytes,
+                        last_used: tick,
+                    },
+                ) {
+                    state.size_bytes -= old.bytes.len() as u64;
+                }
+                state.size_bytes += size;
+            }
+            state.evict_to(self.capacity_bytes);
+        }
+        // The requested bytes out of the blocks that hold them.
+        let first = wanted.start * BLOCK_BYTES;
+        let mut out = bytes::BytesMut::with_capacity((range.end - range.start) as usize);
+        for (i, block) in blocks.into_iter().enumerate() {
+            let block = block.expect("every block is cached or fetched");
+            let at = first + i as u64 * BLOCK_BYTES;
+            let from = range.start.saturating_sub(at) as usize;
+            let to = ((range.end - at) as usize).min(block.len());
+            out.extend_from_slice(&block[from..to]);
+        }
+        let slice = out.freeze();
+        Ok(GetResult {
+            payload: GetResultPayload::Stream(
+                futures::stream::once(async move { Ok(slice) }).boxed(),
+            ),
+            meta,
+            range,
+            attributes: Attributes::default(),
+        })
     }
 
     fn forget(&self, location: &Path) {
@@ -118,18 +256,30 @@ impl CachedStore {
     }
 }
 
-/// Serves a read from a cached whole file.
-fn serve(bytes: Bytes, meta: ObjectMeta, options: &GetOptions) -> Result<GetResult> {
-    options.check_preconditions(&meta)?;
-    let range: Range<u64> = match &options.range {
+/// What the cache knows of a file.
+enum Cached {
+    Whole(Bytes, ObjectMeta),
+    /// Too large to keep whole: read by blocks.
+    Large(ObjectMeta),
+}
+
+/// The byte range `options` asks of the file `meta` describes (all of it by default).
+fn requested_range(meta: &ObjectMeta, options: &GetOptions) -> Result<Range<u64>> {
+    match &options.range {
         Some(r) => r
             .as_range(meta.size)
             .map_err(|e| object_store::Error::Generic {
                 store: "CachedStore",
                 source: Box::new(e),
-            })?,
-        None => 0..meta.size,
-    };
+            }),
+        None => Ok(0..meta.size),
+    }
+}
+
+/// Serves a read from a cached whole file.
+fn serve(bytes: Bytes, meta: ObjectMeta, options: &GetOptions) -> Result<GetResult> {
+    options.check_preconditions(&meta)?;
+    let range = requested_range(&meta, options)?;
     let slice = if options.head {
         Bytes::new()
     } else {
@@ -189,20 +339,25 @@ impl ObjectStore for CachedStore {
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        if options.version.is_none()
-            && let Some((bytes, meta)) = self.lookup(location)
-        {
-            return serve(bytes, meta, &options);
-        }
-        if options.head || options.version.is_some() {
+        if options.version.is_some() {
             return self.inner.get_opts(location, options).await;
         }
-        // Fetch the whole file once; later ranges come from memory.
+        match self.lookup(location) {
+            Some(Cached::Whole(bytes, meta)) => return serve(bytes, meta, &options),
+            Some(Cached::Large(meta)) => return self.get_by_blocks(meta, &options).await,
+            None => {}
+        }
+        if options.head {
+            return self.inner.get_opts(location, options).await;
+        }
+        // Fetch the whole file once; later ranges come from memory. A file too large to keep
+        // whole is known by its first response's metadata, and read by blocks from then on.
         let whole = self.inner.get(location).await?;
         let meta = whole.meta.clone();
-        if meta.size > self.capacity_bytes / MAX_CACHED_FILE_SHARE {
+        if meta.size > self.max_cached_bytes() {
             drop(whole);
-            return self.inner.get_opts(location, options).await;
+            self.remember_large(meta.clone());
+            return self.get_by_blocks(meta, &options).await;
         }
         let bytes = whole.bytes().await?;
         self.insert(meta.clone(), bytes.clone());
@@ -293,5 +448,72 @@ mod tests {
         // Deleting through the cache forgets the file.
         cache.delete(&b).await.unwrap();
         assert!(cache.get_range(&b, 0..1).await.is_err());
+    }
+
+    /// A file whose byte at `i` is `i * 7 % 251`: any misplaced byte shows.
+    fn numbered(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn a_file_too_large_to_keep_whole_keeps_the_blocks_read_from_it() {
+        let block = BLOCK_BYTES as usize;
+        let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        // Files over 2 MiB are too large to keep whole; six blocks fit.
+        let cache = CachedStore::new(Arc::clone(&inner), 8 * BLOCK_BYTES);
+        let big = Path::from("db/t/big.parquet");
+        let data = numbered(5 * block + 123);
+        inner
+            .put(&big, PutPayload::from(data.clone()))
+            .await
+            .unwrap();
+
+        // A range across the boundary of blocks 1 and 2, and the file's last bytes.
+        let across = BLOCK_BYTES + 10..2 * BLOCK_BYTES + 20;
+        let tail = data.len() as u64 - 8..data.len() as u64;
+        let read = |r: Range<u64>| {
+            let cache = &cache;
+            let big = &big;
+            async move { cache.get_range(big, r).await.unwrap() }
+        };
+        assert_eq!(read(across.clone()).await, data[block + 10..2 * block + 20]);
+        assert_eq!(read(tail.clone()).await, data[data.len() - 8..]);
+        assert_eq!(
+            cache.size_bytes(),
+            2 * BLOCK_BYTES + 123,
+            "blocks 1, 2 and the last"
+        );
+
+        // Served from memory once the store no longer has the file; other blocks were not kept.
+        inner.delete(&big).await.unwrap();
+        assert_eq!(
+            read(across.start + 5..across.end - 5).await,
+            data[block + 15..2 * block + 15]
+        );
+        assert_eq!(read(tail.clone()).await, data[data.len() - 8..]);
+        assert_eq!(cache.head(&big).await.unwrap().size, data.len() as u64);
+        assert!(
+            cache.get_range(&big, 0..10).await.is_err(),
+            "block 0 was never read"
+        );
+
+        // Least recently used first: a third whole file pushes out one of blocks 1 and 2
+        // (read before the last block), and deleting the file forgets the blocks left.
+        for (name, byte) in [("a", 1u8), ("b", 2), ("c", 3)] {
+            let path = Path::from(format!("db/t/{name}.parquet"));
+            cache
+                .put(&path, PutPayload::from(vec![byte; 2 * block]))
+                .await
+                .unwrap();
+        }
+        assert_eq!(cache.size_bytes(), 7 * BLOCK_BYTES + 123);
+        assert_eq!(read(tail).await, data[data.len() - 8..]);
+        assert!(cache.get_range(&big, across).await.is_err());
+        cache.delete(&big).await.ok();
+        assert_eq!(
+            cache.size_bytes(),
+            6 * BLOCK_BYTES,
+            "three whole files remain"
+        );
     }
 }

@@ -11,7 +11,9 @@ back from the bucket with boto3: keys `<db>/<table>/<YYYY-MM-DD>/<file-id>.parqu
 sorted Parquet, the same query results across persists and restarts, union without
 duplicates, newest fields per key, graceful shutdown.
 
-Also specifies that the S3 settings can come from the environment alone
+Also specifies that query results read from S3 do not depend on `--parquet-cache-size`
+(files cached whole, files too large for that read by blocks, no cache), and that the S3
+settings can come from the environment alone
 (`TRIBUTARY_OBJECT_STORE`, `TRIBUTARY_BUCKET`, then the endpoint, `allow-http`, region and
 credentials under the AWS SDKs' names `AWS_ENDPOINT_URL`/`AWS_REGION`, the older
 `AWS_ENDPOINT`/`AWS_DEFAULT_REGION`, or `TRIBUTARY_AWS_*`), and that nothing is written to
@@ -39,6 +41,7 @@ from conftest import poll_until
 from persistence_contract import (
     PARQUET_KEY_RE,
     PERSIST_NEVER,
+    PERSIST_SOON,
     Deployment,
     Model,
     PersistenceContract,
@@ -47,6 +50,7 @@ from persistence_contract import (
     check_objects,
     parquet_files,
     tsbs,
+    wait_for_persisted,
     write_points,
 )
 
@@ -156,6 +160,25 @@ class TestS3ObjectStore(PersistenceContract):
             return Deployment(server, BucketObjects(s3, bucket))
 
         return launch
+
+
+@pytest.mark.parametrize("cache", ["16KiB", "0"])
+def test_query_results_from_s3_do_not_depend_on_the_parquet_cache(start_server, s3, s3_endpoint, db, cache):
+    # 16 KiB: every file is over a quarter of the cache, so it is read by blocks (hot byte
+    # ranges) instead of whole; 0: every read is a request to the store.
+    bucket = new_bucket(s3)
+    server = start_server(
+        "--object-store", "s3", "--bucket", bucket, "--aws-endpoint", s3_endpoint, "--aws-allow-http",
+        "--persist-interval", PERSIST_SOON, "--parquet-cache-size", cache,
+        env=AWS_ENV,
+    )
+    points = tsbs(hosts=3, hours=6, seed=21)
+    model = Model().apply(points)
+    write_points(server, db, points)
+    files = wait_for_persisted(server, db, model.counts())
+    assert all(f["size_bytes"] > 4 * 1024 for f in files), files
+    for attempt in ("cold", "warm", "warm again"):
+        assert_matches_model(server, db, model, f"{attempt} cache of {cache}")
 
 
 def s3_environment(names: str, endpoint: str) -> dict[str, str]:
