@@ -17,6 +17,7 @@
 //!   the WAL's and "last write wins" means the same before and after a restart.
 //! - A write, once it reached the WAL, runs to the end even if the client goes away.
 
+mod background;
 mod buffer;
 mod dedup;
 mod delete;
@@ -191,6 +192,8 @@ pub enum InitError {
         #[source]
         source: Box<wal::Error>,
     },
+    #[error("cannot start the persist thread")]
+    PersistThread(#[source] std::io::Error),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
@@ -271,6 +274,8 @@ struct Inner {
     storage: ObjectStorage,
     persister: Mutex<Option<persist::PersisterHandle>>,
     persist_metrics: persist::PersistMetrics,
+    /// Runs persist jobs' CPU work at a lower priority than writes.
+    persist_thread: background::BackgroundThread,
     /// Wakes the persister when a write takes the buffer past the pressure mark, so it need
     /// not wait for its next tick.
     persist_wake: tokio::sync::Notify,
@@ -388,6 +393,8 @@ impl Ingester {
         metrics.buffer_bytes.set(buffer.size_bytes() as i64);
         let persist_metrics = persist::PersistMetrics::default();
         persist_metrics.register(registry);
+        let persist_thread =
+            background::BackgroundThread::start("persist").map_err(InitError::PersistThread)?;
         let (applied, _) = watch::channel(last);
         Ok(Self {
             inner: Arc::new(Inner {
@@ -404,6 +411,7 @@ impl Ingester {
                 storage,
                 persister: Mutex::new(None),
                 persist_metrics,
+                persist_thread,
                 persist_wake: tokio::sync::Notify::new(),
                 buffer_freed: tokio::sync::Notify::new(),
             }),

@@ -51,6 +51,8 @@ pub enum PersistError {
     Wal(#[source] wal::Error),
     #[error("persist task failed")]
     Task(#[source] tokio::task::JoinError),
+    #[error(transparent)]
+    Background(#[from] crate::background::BackgroundJobFailed),
 }
 
 /// Steps of a persist job where a test can make the process abort (`TRIBUTARY_FAILPOINT`).
@@ -221,9 +223,10 @@ impl Ingester {
         let rows = {
             let this = self.clone();
             let key = key.clone();
-            tokio::task::spawn_blocking(move || this.inner.buffer.begin_persist(&key))
-                .await
-                .map_err(PersistError::Task)?
+            inner
+                .persist_thread
+                .run(move || this.inner.buffer.begin_persist(&key))
+                .await?
                 .map_err(PersistError::Arrow)?
         };
         let Some(rows) = rows else {
@@ -282,25 +285,26 @@ impl Ingester {
         let table_id = table.id;
         let row_count: u64 = rows.batches.iter().map(|b| b.num_rows() as u64).sum();
         let (min_sequence, max_sequence) = (rows.min_sequence, rows.max_sequence);
-        let (bytes, min_time_ns, max_time_ns) = tokio::task::spawn_blocking(move || {
-            let (mut min_time, mut max_time) = (i64::MAX, i64::MIN);
-            for batch in &rows.batches {
-                let time = batch
-                    .column_by_name(TIME_COLUMN)
-                    .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>())
-                    .ok_or_else(|| {
-                        PersistError::Arrow(ArrowError::SchemaError("no time column".into()))
-                    })?;
-                debug_assert_eq!(time.null_count(), 0);
-                min_time = min_time.min(min(time).unwrap_or(i64::MAX));
-                max_time = max_time.max(max(time).unwrap_or(i64::MIN));
-            }
-            let bytes =
-                encode_partition(&rows.batches, &rows.sort_key).map_err(PersistError::Parquet)?;
-            Ok::<_, PersistError>((bytes, min_time, max_time))
-        })
-        .await
-        .map_err(PersistError::Task)??;
+        let (bytes, min_time_ns, max_time_ns) = inner
+            .persist_thread
+            .run(move || {
+                let (mut min_time, mut max_time) = (i64::MAX, i64::MIN);
+                for batch in &rows.batches {
+                    let time = batch
+                        .column_by_name(TIME_COLUMN)
+                        .and_then(|c| c.as_primitive_opt::<TimestampNanosecondType>())
+                        .ok_or_else(|| {
+                            PersistError::Arrow(ArrowError::SchemaError("no time column".into()))
+                        })?;
+                    debug_assert_eq!(time.null_count(), 0);
+                    min_time = min_time.min(min(time).unwrap_or(i64::MAX));
+                    max_time = max_time.max(max(time).unwrap_or(i64::MIN));
+                }
+                let bytes = encode_partition(&rows.batches, &rows.sort_key)
+                    .map_err(PersistError::Parquet)?;
+                Ok::<_, PersistError>((bytes, min_time, max_time))
+            })
+            .await??;
 
         let path = parquet_file::object_path(&key.database, &key.table, key.day);
         let size_bytes = bytes.len() as u64;
