@@ -3,8 +3,8 @@
 //!
 //! On a machine whose cores are busy parsing writes, a persist job competing as an equal
 //! takes its share of every core from ingest. At a lower priority it runs on the time writes
-//! leave idle, and it is never starved for long: when the buffer fills, writes wait for room
-//! and so leave the cores to it.
+//! leave idle. It must not be starved once the buffer fills up, so while the buffer is over
+//! half its limit a job's work runs at the writes' priority instead (`persist.rs`).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;

@@ -215,6 +215,21 @@ impl Ingester {
         result
     }
 
+    /// Runs a persist job's CPU work: on the low-priority persist thread, or, while the buffer
+    /// is over the pressure mark (writes may soon wait for room), at the writes' priority.
+    async fn run_cpu_work<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, PersistError> {
+        if self.inner.buffer.size_bytes() > pressure_bytes(&self.inner.config) {
+            tokio::task::spawn_blocking(work)
+                .await
+                .map_err(PersistError::Task)
+        } else {
+            Ok(self.inner.persist_thread.run(work).await?)
+        }
+    }
+
     /// Runs one persist job. Returns whether a file was written (false: nothing to persist,
     /// a job for the partition is already running, or its database was deleted).
     pub(crate) async fn persist_partition(&self, key: &PartitionKey) -> Result<bool, PersistError> {
@@ -223,9 +238,7 @@ impl Ingester {
         let rows = {
             let this = self.clone();
             let key = key.clone();
-            inner
-                .persist_thread
-                .run(move || this.inner.buffer.begin_persist(&key))
+            self.run_cpu_work(move || this.inner.buffer.begin_persist(&key))
                 .await?
                 .map_err(PersistError::Arrow)?
         };
@@ -285,9 +298,8 @@ impl Ingester {
         let table_id = table.id;
         let row_count: u64 = rows.batches.iter().map(|b| b.num_rows() as u64).sum();
         let (min_sequence, max_sequence) = (rows.min_sequence, rows.max_sequence);
-        let (bytes, min_time_ns, max_time_ns) = inner
-            .persist_thread
-            .run(move || {
+        let (bytes, min_time_ns, max_time_ns) = self
+            .run_cpu_work(move || {
                 let (mut min_time, mut max_time) = (i64::MAX, i64::MIN);
                 for batch in &rows.batches {
                     let time = batch
