@@ -302,7 +302,6 @@ impl Compactor {
         let thread = std::thread::Builder::new()
             .name("compactor".into())
             .spawn(move || {
-                lower_priority();
                 let runtime = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -629,19 +628,5 @@ fn failpoint(name: &str) {
     if armed.as_deref() == Some(name) {
         eprintln!("failpoint {name} reached: aborting");
         std::process::abort();
-    }
-}
-
-/// Lowers the calling thread's CPU priority to nice 10, so that merges run on the time writes
-/// and queries leave idle (Linux keeps a nice value per thread). Elsewhere, or if refused,
-/// the thread keeps the default priority.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: setpriority takes plain integers; `who = 0` is the calling thread.
-        let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
-        if r != 0 {
-            tracing::debug!(error = %std::io::Error::last_os_error(), "cannot lower the compactor's priority");
-        }
     }
 }

@@ -1,10 +1,10 @@
-//! The thread that does persist jobs' CPU work (deduplicating, sorting and encoding a
-//! partition as Parquet) at a lower CPU priority than writes and queries.
+//! The thread that encodes persist jobs' Parquet files at a lower CPU priority than writes
+//! and queries.
 //!
 //! On a machine whose cores are busy parsing writes, a persist job competing as an equal
 //! takes its share of every core from ingest. At a lower priority it runs on the time writes
-//! leave idle. It must not be starved once the buffer fills up, so while the buffer is over
-//! half its limit a job's work runs at the writes' priority instead (`persist.rs`).
+//! leave idle. It must not be starved once the buffer fills up, so once the buffer is a
+//! quarter full a job's encoding runs at the writes' priority instead (`persist.rs`).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;

@@ -53,7 +53,14 @@ pub const DEFAULT_BUFFER_MEM_LIMIT_BYTES: usize = 1024 * 1024 * 1024;
 /// How long a write waits for persistence to make room in a full buffer before it gets
 /// `BufferFull`: long enough for a persist job under way to finish, short enough to answer
 /// well inside the usual client timeouts (5 s for Telegraf, 10 s for the InfluxDB clients).
-pub const FULL_BUFFER_WAIT: Duration = Duration::from_secs(3);
+pub const DEFAULT_FULL_BUFFER_WAIT: Duration = Duration::from_secs(3);
+
+/// Most writes that wait for room at once; more are refused at once. Each holds its body.
+const MAX_WAITING_WRITES: usize = 64;
+
+/// How often a waiting write looks at the buffer's size again, besides being woken when a
+/// persist job ends (the buffer also shrinks when rows are deduplicated or dropped).
+const FULL_BUFFER_RECHECK: Duration = Duration::from_millis(100);
 
 /// How the ingester is set up.
 #[derive(Debug, Clone)]
@@ -65,6 +72,8 @@ pub struct IngesterConfig {
     pub buffer_mem_limit_bytes: usize,
     /// A partition is persisted once its oldest buffered rows are this old; default 10 s.
     pub persist_interval: Duration,
+    /// How long a write that finds the buffer full waits for room; default 3 s.
+    pub full_buffer_wait: Duration,
 }
 
 impl Default for IngesterConfig {
@@ -73,6 +82,7 @@ impl Default for IngesterConfig {
             wal_dir: PathBuf::from("wal"),
             buffer_mem_limit_bytes: DEFAULT_BUFFER_MEM_LIMIT_BYTES,
             persist_interval: DEFAULT_PERSIST_INTERVAL,
+            full_buffer_wait: DEFAULT_FULL_BUFFER_WAIT,
         }
     }
 }
@@ -167,7 +177,7 @@ pub struct WriteOutcome {
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     #[error(
-        "the write buffer holds {size_bytes} bytes, over its limit of {limit_bytes}, and persisting to Parquet did not make room within {} s; retry later or raise --buffer-mem-limit (TRIBUTARY_BUFFER_MEM_LIMIT)", FULL_BUFFER_WAIT.as_secs()
+        "the write buffer holds {size_bytes} bytes, over its limit of {limit_bytes}, and persisting to Parquet did not free enough of it in time; retry later or raise --buffer-mem-limit (TRIBUTARY_BUFFER_MEM_LIMIT)"
     )]
     BufferFull {
         size_bytes: usize,
@@ -281,6 +291,30 @@ struct Inner {
     persist_wake: tokio::sync::Notify,
     /// Wakes writes waiting for room when a persist job has dropped rows from the buffer.
     buffer_freed: tokio::sync::Notify,
+    /// Writes waiting for room now.
+    waiting_writes: std::sync::atomic::AtomicUsize,
+}
+
+/// A write counted among those waiting for room while this lives.
+struct WaitingWrite<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> WaitingWrite<'a> {
+    /// Counts a write in, unless [`MAX_WAITING_WRITES`] already wait.
+    fn enter(count: &'a std::sync::atomic::AtomicUsize) -> Option<Self> {
+        use std::sync::atomic::Ordering;
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_WAITING_WRITES).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Self(count))
+    }
+}
+
+impl Drop for WaitingWrite<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// Why a range delete failed.
@@ -414,6 +448,7 @@ impl Ingester {
                 persist_thread,
                 persist_wake: tokio::sync::Notify::new(),
                 buffer_freed: tokio::sync::Notify::new(),
+                waiting_writes: std::sync::atomic::AtomicUsize::new(0),
             }),
         })
     }
@@ -531,12 +566,13 @@ impl Ingester {
     }
 
     /// Returns once the buffer is within `--buffer-mem-limit`. While it is over, a write waits
-    /// up to [`FULL_BUFFER_WAIT`] for persist jobs to drop rows from it, and is refused only if
-    /// they cannot make room in that time (or no persister runs).
+    /// up to `full_buffer_wait` for persist jobs to drop rows from it, and is refused only if
+    /// they cannot make room in that time (or no persister runs, or too many writes wait).
     async fn wait_for_buffer_room(&self) -> Result<(), WriteError> {
         let inner = &self.inner;
         let limit_bytes = inner.config.buffer_mem_limit_bytes;
-        let deadline = tokio::time::Instant::now() + FULL_BUFFER_WAIT;
+        let deadline = tokio::time::Instant::now() + inner.config.full_buffer_wait;
+        let mut waiting: Option<WaitingWrite<'_>> = None;
         loop {
             // Registered before the size is read, so a job finishing in between still wakes us.
             let freed = inner.buffer_freed.notified();
@@ -546,7 +582,11 @@ impl Ingester {
             if size_bytes <= limit_bytes {
                 return Ok(());
             }
-            if inner.persister.lock().is_none() || tokio::time::Instant::now() >= deadline {
+            let now = tokio::time::Instant::now();
+            if waiting.is_none() {
+                waiting = WaitingWrite::enter(&inner.waiting_writes);
+            }
+            if waiting.is_none() || inner.persister.lock().is_none() || now >= deadline {
                 return Err(WriteError::BufferFull {
                     size_bytes,
                     limit_bytes,
@@ -554,7 +594,7 @@ impl Ingester {
             }
             inner.persist_wake.notify_one();
             // Timing out is fine: the size is read once more before giving up.
-            let _ = tokio::time::timeout_at(deadline, freed).await;
+            let _ = tokio::time::timeout_at(deadline.min(now + FULL_BUFFER_RECHECK), freed).await;
         }
     }
 
@@ -992,11 +1032,14 @@ n g=1 1",
         std::fs::write(f.dir.path().join("objects/db"), "not a directory").unwrap();
         let ingester = f.ingester(1024 * 1024);
         ingester.start_persister();
-        let line: String = (0..2000).map(|i| format!("m,t=t{i} f={i} {i}\n")).collect();
         let mut refused = None;
-        for _ in 0..200 {
+        for round in 0..200 {
+            // New keys each time: deduplicating the buffer frees nothing.
+            let lines: String = (0..2000)
+                .map(|i| format!("m,t=t{i} f={i} {}\n", round * 2000 + i))
+                .collect();
             let started = std::time::Instant::now();
-            if let Err(e) = ingester.write(request(&line)).await {
+            if let Err(e) = ingester.write(request(&lines)).await {
                 refused = Some((e, started.elapsed()));
                 break;
             }
@@ -1005,7 +1048,7 @@ n g=1 1",
         assert!(matches!(e, WriteError::BufferFull { .. }), "{e}");
         assert!(e.to_string().contains("--buffer-mem-limit"), "{e}");
         assert!(
-            waited >= FULL_BUFFER_WAIT,
+            waited >= DEFAULT_FULL_BUFFER_WAIT,
             "refused after {waited:?}, without waiting for persistence"
         );
         ingester.close_without_persisting();
@@ -1089,6 +1132,9 @@ n g=1 1",
             buffer_mem_limit_bytes: 2 * 1024 * 1024,
             // Only memory pressure triggers persistence here.
             persist_interval: Duration::from_secs(3600),
+            // However slow this machine: a refusal here means persistence stopped, not that
+            // it was slow.
+            full_buffer_wait: Duration::from_secs(120),
         };
         let storage = ObjectStorage::local(f.dir.path().join("objects")).unwrap();
         let ingester = Ingester::new(

@@ -3,7 +3,8 @@
 //! ```text
 //! PersistJob(db, table, day):
 //!   buffer.begin_persist ---> deduplicated head chunk (sorted by tags, time)   [blocking pool]
-//!   encode_partition -------> Parquet bytes                                  [blocking pool]
+//!   encode_partition -------> Parquet bytes        [persist thread at nice 10; blocking pool
+//!                                                    once the buffer is a quarter full]
 //!   object store put -------> <db>/<table>/<YYYY-MM-DD>/<uuid>.parquet (fsynced when local)
 //!   catalog.add_parquet_files  (path, times, rows, size, WAL sequence range: one transaction)
 //!   buffer.finish_persist --> the head chunk is dropped
@@ -215,13 +216,14 @@ impl Ingester {
         result
     }
 
-    /// Runs a persist job's CPU work: on the low-priority persist thread, or, while the buffer
-    /// is over the pressure mark (writes may soon wait for room), at the writes' priority.
+    /// Runs a persist job's encoding: on the low-priority persist thread, or at the writes'
+    /// priority once the buffer is a quarter full (well before writes may wait for room: the
+    /// job keeps the priority it starts with).
     async fn run_cpu_work<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, PersistError> {
-        if self.inner.buffer.size_bytes() > pressure_bytes(&self.inner.config) {
+        if self.inner.buffer.size_bytes() > self.inner.config.buffer_mem_limit_bytes / 4 {
             tokio::task::spawn_blocking(work)
                 .await
                 .map_err(PersistError::Task)
@@ -238,8 +240,10 @@ impl Ingester {
         let rows = {
             let this = self.clone();
             let key = key.clone();
-            self.run_cpu_work(move || this.inner.buffer.begin_persist(&key))
-                .await?
+            // At the writes' priority: queries of the partition wait for its dedup.
+            tokio::task::spawn_blocking(move || this.inner.buffer.begin_persist(&key))
+                .await
+                .map_err(PersistError::Task)?
                 .map_err(PersistError::Arrow)?
         };
         let Some(rows) = rows else {

@@ -29,9 +29,12 @@ use parking_lot::Mutex;
 /// everything else): they are cached in blocks.
 const MAX_CACHED_FILE_SHARE: u64 = 4;
 
-/// Size of the blocks a large file is cached in: a few column chunks' pages, and one
-/// request's worth against S3.
+/// Largest block a large file is cached in: a few column chunks' pages, and one request's
+/// worth against S3. Small caches use smaller blocks, a quarter of their largest file.
 const BLOCK_BYTES: u64 = 1024 * 1024;
+
+/// Smallest block.
+const MIN_BLOCK_BYTES: u64 = 4096;
 
 /// Most large files whose metadata is remembered (so their reads go to blocks at once).
 const MAX_LARGE_FILES: usize = 65_536;
@@ -59,12 +62,16 @@ impl CacheState {
         if let Some(f) = self.files.remove(location) {
             self.size_bytes -= f.bytes.len() as u64;
         }
-        if let Some(meta) = self.large.remove(location) {
-            for block in 0..meta.size.div_ceil(BLOCK_BYTES) {
-                if let Some(b) = self.blocks.remove(&(location.clone(), block)) {
-                    self.size_bytes -= b.bytes.len() as u64;
+        if self.large.remove(location).is_some() {
+            let mut freed = 0;
+            self.blocks.retain(|(path, _), b| {
+                let keep = path != location;
+                if !keep {
+                    freed += b.bytes.len() as u64;
                 }
-            }
+                keep
+            });
+            self.size_bytes -= freed;
         }
     }
 
@@ -124,6 +131,11 @@ impl CachedStore {
         self.capacity_bytes / MAX_CACHED_FILE_SHARE
     }
 
+    /// Size of the blocks large files are cached in.
+    fn block_bytes(&self) -> u64 {
+        (self.max_cached_bytes() / 4).clamp(MIN_BLOCK_BYTES, BLOCK_BYTES)
+    }
+
     fn lookup(&self, location: &Path) -> Option<Cached> {
         let mut state = self.state.lock();
         let tick = state.next_tick();
@@ -180,7 +192,8 @@ impl CachedStore {
             return self.inner.get_opts(&meta.location, options.clone()).await;
         }
         let location = &meta.location;
-        let wanted = range.start / BLOCK_BYTES..range.end.div_ceil(BLOCK_BYTES);
+        let block_bytes = self.block_bytes();
+        let wanted = range.start / block_bytes..range.end.div_ceil(block_bytes);
         let mut blocks: Vec<Option<Bytes>> = {
             let mut state = self.state.lock();
             let tick = state.next_tick();
@@ -202,13 +215,19 @@ impl CachedStore {
         if !missing.is_empty() {
             let ranges: Vec<Range<u64>> = missing
                 .iter()
-                .map(|n| n * BLOCK_BYTES..((n + 1) * BLOCK_BYTES).min(meta.size))
+                .map(|n| n * block_bytes..((n + 1) * block_bytes).min(meta.size))
                 .collect();
             let fetched = self.inner.get_ranges(location, &ranges).await?;
             let mut state = self.state.lock();
             let tick = state.next_tick();
+            // Not kept if the file was deleted meanwhile, or if a block is more than this
+            // cache keeps of anything (it would evict everything, itself included).
+            let keep = state.large.contains_key(location) && block_bytes <= self.max_cached_bytes();
             for (n, bytes) in missing.into_iter().zip(fetched) {
                 blocks[(n - wanted.start) as usize] = Some(bytes.clone());
+                if !keep {
+                    continue;
+                }
                 let size = bytes.len() as u64;
                 let key = (location.clone(), n);
                 if let Some(old) = state.blocks.insert(
@@ -225,11 +244,11 @@ impl CachedStore {
             state.evict_to(self.capacity_bytes);
         }
         // The requested bytes out of the blocks that hold them.
-        let first = wanted.start * BLOCK_BYTES;
+        let first = wanted.start * block_bytes;
         let mut out = bytes::BytesMut::with_capacity((range.end - range.start) as usize);
         for (i, block) in blocks.into_iter().enumerate() {
             let block = block.expect("every block is cached or fetched");
-            let at = first + i as u64 * BLOCK_BYTES;
+            let at = first + i as u64 * block_bytes;
             let from = range.start.saturating_sub(at) as usize;
             let to = ((range.end - at) as usize).min(block.len());
             out.extend_from_slice(&block[from..to]);
@@ -351,7 +370,8 @@ impl ObjectStore for CachedStore {
             return self.inner.get_opts(location, options).await;
         }
         // Fetch the whole file once; later ranges come from memory. A file too large to keep
-        // whole is known by its first response's metadata, and read by blocks from then on.
+        // whole is known by its first response's metadata (that response is dropped: once per
+        // file, not per read), and read by blocks from then on.
         let whole = self.inner.get(location).await?;
         let meta = whole.meta.clone();
         if meta.size > self.max_cached_bytes() {
@@ -456,11 +476,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_cache_too_small_for_a_block_serves_reads_and_keeps_nothing() {
+        let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let cache = CachedStore::new(Arc::clone(&inner), 8 * 1024);
+        let path = Path::from("db/t/f.parquet");
+        let data = numbered(10_000);
+        inner
+            .put(&path, PutPayload::from(data.clone()))
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            assert_eq!(cache.get_range(&path, 10..20).await.unwrap(), data[10..20]);
+            assert_eq!(
+                cache.get_range(&path, 4090..4100).await.unwrap(),
+                data[4090..4100]
+            );
+        }
+        assert_eq!(cache.size_bytes(), 0);
+    }
+
+    #[tokio::test]
     async fn a_file_too_large_to_keep_whole_keeps_the_blocks_read_from_it() {
         let block = BLOCK_BYTES as usize;
         let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-        // Files over 2 MiB are too large to keep whole; six blocks fit.
-        let cache = CachedStore::new(Arc::clone(&inner), 8 * BLOCK_BYTES);
+        // Files over 4 MiB are too large to keep whole, and are cached in blocks of 1 MiB.
+        let cache = CachedStore::new(Arc::clone(&inner), 16 * BLOCK_BYTES);
+        assert_eq!(cache.block_bytes(), BLOCK_BYTES);
         let big = Path::from("db/t/big.parquet");
         let data = numbered(5 * block + 123);
         inner
@@ -497,23 +538,23 @@ mod tests {
             "block 0 was never read"
         );
 
-        // Least recently used first: a third whole file pushes out one of blocks 1 and 2
-        // (read before the last block), and deleting the file forgets the blocks left.
-        for (name, byte) in [("a", 1u8), ("b", 2), ("c", 3)] {
+        // Least recently used first: whole files written later push out blocks 1 and 2 (read
+        // before the last block), and deleting the file forgets the blocks left.
+        for (name, size) in [("a", 4), ("b", 4), ("c", 4), ("d", 3)] {
             let path = Path::from(format!("db/t/{name}.parquet"));
             cache
-                .put(&path, PutPayload::from(vec![byte; 2 * block]))
+                .put(&path, PutPayload::from(vec![1u8; size * block]))
                 .await
                 .unwrap();
         }
-        assert_eq!(cache.size_bytes(), 7 * BLOCK_BYTES + 123);
+        assert_eq!(cache.size_bytes(), 15 * BLOCK_BYTES + 123);
         assert_eq!(read(tail).await, data[data.len() - 8..]);
         assert!(cache.get_range(&big, across).await.is_err());
         cache.delete(&big).await.ok();
         assert_eq!(
             cache.size_bytes(),
-            6 * BLOCK_BYTES,
-            "three whole files remain"
+            15 * BLOCK_BYTES,
+            "four whole files remain"
         );
     }
 }

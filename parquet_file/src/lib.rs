@@ -7,7 +7,7 @@
 //!   page index, `sorting_columns`).
 //! - [`object_path`] gives `<db>/<table>/<YYYY-MM-DD>/<uuid>.parquet`.
 //! - [`ObjectStorage`]: the object store, with durable uploads on the local file system and
-//!   an in-memory cache of whole files for readers.
+//!   an in-memory cache of files (or of the blocks read from large ones) for readers.
 
 mod cache;
 mod layout;

@@ -70,8 +70,9 @@ impl ObjectStorage {
         }
     }
 
-    /// Keeps up to `capacity_bytes` of whole files in memory for readers: files as they are
-    /// uploaded, and files as they are first read. 0 keeps none.
+    /// Keeps up to `capacity_bytes` of files in memory for readers: files as they are
+    /// uploaded, and files as they are first read; a file over a quarter of the capacity is
+    /// kept as the blocks read from it. 0 keeps none.
     pub fn with_read_cache(mut self, capacity_bytes: u64) -> Self {
         if capacity_bytes > 0 {
             self.store = Arc::new(crate::cache::CachedStore::new(self.store, capacity_bytes));

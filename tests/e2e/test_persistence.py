@@ -125,7 +125,11 @@ def test_memory_object_store_starts_empty_after_a_restart_and_takes_writes_again
     # Rows still buffered too: in the write-ahead log only, which must not come back either.
     expect_status(write_lp(server, db, "late,k=a f=1 1"), 204)
     server.kill()
+    # Only what the server put there is deleted.
+    mine = server.data_dir / "memory" / "notes.txt"
+    mine.write_text("not tributary's\n")
     server.restart()
+    assert mine.read_text() == "not tributary's\n"
     # The catalog that named the lost files went with them.
     expect_status(query_raw(server, db, "SELECT count(*) FROM cpu"), 404)
     again = Model().apply(points)

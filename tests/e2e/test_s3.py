@@ -162,21 +162,21 @@ class TestS3ObjectStore(PersistenceContract):
         return launch
 
 
-@pytest.mark.parametrize("cache", ["16KiB", "0"])
+@pytest.mark.parametrize("cache", ["64KiB", "0"])
 def test_query_results_from_s3_do_not_depend_on_the_parquet_cache(start_server, s3, s3_endpoint, db, cache):
-    # 16 KiB: every file is over a quarter of the cache, so it is read by blocks (hot byte
-    # ranges) instead of whole; 0: every read is a request to the store.
+    # 64 KiB (56 KiB for files): every file is over a quarter of that, so it is read by blocks
+    # (hot byte ranges, 4 KiB here) instead of whole; 0: every read is a request to the store.
     bucket = new_bucket(s3)
     server = start_server(
         "--object-store", "s3", "--bucket", bucket, "--aws-endpoint", s3_endpoint, "--aws-allow-http",
         "--persist-interval", PERSIST_SOON, "--parquet-cache-size", cache,
         env=AWS_ENV,
     )
-    points = tsbs(hosts=3, hours=6, seed=21)
+    points = tsbs(hosts=10, hours=12, seed=21)
     model = Model().apply(points)
     write_points(server, db, points)
     files = wait_for_persisted(server, db, model.counts())
-    assert all(f["size_bytes"] > 4 * 1024 for f in files), files
+    assert all(f["size_bytes"] > 14 * 1024 for f in files), files
     for attempt in ("cold", "warm", "warm again"):
         assert_matches_model(server, db, model, f"{attempt} cache of {cache}")
 

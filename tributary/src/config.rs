@@ -33,7 +33,7 @@ pub(crate) enum ObjectStoreKind {
     /// Files under `<data-dir>/objects`.
     File,
     /// In memory: nothing written outlives the process (tests, benchmarks). The catalog and
-    /// the write-ahead log go to `<data-dir>/memory`, emptied at start-up.
+    /// the write-ahead log go to `<data-dir>/memory` and are deleted at start-up.
     Memory,
     /// An S3-compatible store (AWS S3, MinIO, Ceph...): see `--bucket` and the `--aws-*` flags.
     S3,
@@ -295,9 +295,13 @@ impl ServeConfig {
             &mut self.aws_default_region,
             &["AWS_DEFAULT_REGION", "AWS_REGION"],
         );
-        fill(&mut self.aws_access_key_id, &["AWS_ACCESS_KEY_ID"]);
-        fill(&mut self.aws_secret_access_key, &["AWS_SECRET_ACCESS_KEY"]);
-        fill(&mut self.aws_session_token, &["AWS_SESSION_TOKEN"]);
+        // Credentials come as a set: keys given by flag are not paired with a session token
+        // (or secret) some other tool left in the environment.
+        if self.aws_access_key_id.is_none() {
+            fill(&mut self.aws_access_key_id, &["AWS_ACCESS_KEY_ID"]);
+            fill(&mut self.aws_secret_access_key, &["AWS_SECRET_ACCESS_KEY"]);
+            fill(&mut self.aws_session_token, &["AWS_SESSION_TOKEN"]);
+        }
         if !self.aws_allow_http {
             self.aws_allow_http = first(&["AWS_ALLOW_HTTP"]).is_some_and(|v| {
                 matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on")
@@ -330,8 +334,8 @@ impl ServeConfig {
     }
 
     /// Directory of the default catalog and the write-ahead log: `--data-dir`, or with
-    /// `--object-store memory` its `memory/` directory, emptied at start-up (a catalog or log
-    /// that outlived the objects would name files and sequence numbers that are gone).
+    /// `--object-store memory` its `memory/` directory, whose catalog and log are deleted at
+    /// start-up (having outlived the objects, they would name files that are gone).
     pub(crate) fn state_dir(&self) -> PathBuf {
         match self.object_store {
             ObjectStoreKind::Memory => self.data_dir.join("memory"),
@@ -421,6 +425,23 @@ mod tests {
         assert_eq!(c.aws_region(), "us-west-2");
         assert!(!c.aws_allow_http);
         assert_eq!(parsed(&[], &[]).aws_region(), "us-east-1");
+
+        let keys = parsed(
+            &[
+                "--aws-access-key-id",
+                "minio",
+                "--aws-secret-access-key",
+                "minio-secret",
+            ],
+            &[
+                ("AWS_ACCESS_KEY_ID", "sso"),
+                ("AWS_SECRET_ACCESS_KEY", "sso-secret"),
+                ("AWS_SESSION_TOKEN", "sso-token"),
+            ],
+        );
+        assert_eq!(keys.aws_access_key_id.as_deref(), Some("minio"));
+        assert_eq!(keys.aws_secret_access_key.as_deref(), Some("minio-secret"));
+        assert_eq!(keys.aws_session_token, None, "a token of other credentials");
     }
 
     #[test]

@@ -83,6 +83,37 @@ fn object_storage(config: &ServeConfig) -> anyhow::Result<ObjectStorage> {
     })
 }
 
+/// Deletes the catalog and the write-ahead log an earlier `--object-store memory` process left
+/// in its state directory: they name files that went with it. Only what such a process
+/// writes there is deleted.
+fn forget_memory_state(config: &ServeConfig) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let dir = config.state_dir();
+    let catalog = config.catalog_path();
+    let mut sqlite_files = vec![catalog.clone()];
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut name = catalog.clone().into_os_string();
+        name.push(suffix);
+        sqlite_files.push(name.into());
+    }
+    for file in &sqlite_files {
+        match std::fs::remove_file(file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| {
+                    format!("cannot delete {} (--object-store memory)", file.display())
+                });
+            }
+            _ => {}
+        }
+    }
+    let wal = dir.join("wal");
+    if wal.exists() {
+        std::fs::remove_dir_all(&wal)
+            .with_context(|| format!("cannot delete {} (--object-store memory)", wal.display()))?;
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))
+}
+
 pub(crate) fn main(config: ServeConfig) -> ExitCode {
     let config = config.with_aws_environment(|name| std::env::var(name).ok());
     let filter = EnvFilter::try_new(&config.log_filter);
@@ -149,14 +180,7 @@ async fn run(config: ServeConfig) -> anyhow::Result<()> {
     }
 
     if config.object_store == ObjectStoreKind::Memory {
-        let dir = config.state_dir();
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).with_context(|| {
-                format!("cannot empty {} (--object-store memory)", dir.display())
-            })?;
-        }
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        forget_memory_state(&config)?;
     }
 
     let limits = CatalogLimits {
@@ -171,7 +195,7 @@ async fn run(config: ServeConfig) -> anyhow::Result<()> {
     );
 
     // An eighth of --parquet-cache-size for decoded metadata (footers, page indexes), the rest
-    // for whole files.
+    // for files and blocks of large files.
     let metadata_cache_bytes = config.parquet_cache_size / 8;
     let storage =
         object_storage(&config)?.with_read_cache(config.parquet_cache_size - metadata_cache_bytes);
@@ -180,6 +204,7 @@ async fn run(config: ServeConfig) -> anyhow::Result<()> {
         wal_dir: config.state_dir().join("wal"),
         buffer_mem_limit_bytes: config.buffer_mem_limit as usize,
         persist_interval: config.persist_interval,
+        ..IngesterConfig::default()
     };
     let ingester = {
         let catalog = Arc::clone(&catalog);

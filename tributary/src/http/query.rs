@@ -38,11 +38,10 @@ pub(crate) async fn query_get(
         let sql_params = match params.get("params") {
             None | Some("") => QueryParams::None,
             Some(json) => {
-                let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(json)
-                    .map_err(|e| {
-                        ApiError::bad_request(format!("`params` must be a JSON object: {e}"))
-                    })?;
-                param_values(map)?
+                let value: serde_json::Value = serde_json::from_str(json).map_err(|e| {
+                    ApiError::bad_request(format!("`params` must be a JSON object: {e}"))
+                })?;
+                params_of(Some(value))?
             }
         };
         run(&state, &db, &q, format, sql_params).await
@@ -71,20 +70,23 @@ pub(crate) async fn query_post(
         let q = q.filter(|q| !q.is_empty()).ok_or_else(|| ApiError::bad_request("missing `q`"))?;
         let format_name = parsed.format.as_deref().or(params.get("format"));
         let format = OutputFormat::choose(format_name, headers.get(ACCEPT))?;
-        let sql_params = match parsed.params {
-            None | Some(serde_json::Value::Null) => QueryParams::None,
-            Some(serde_json::Value::Object(map)) => param_values(map)?,
-            Some(other) => {
-                return Err(ApiError::bad_request(format!(
-                    "`params` must be a JSON object of names and values, like {{\"host\": \"a\"}}, not {}",
-                    json_kind(&other)
-                )));
-            }
-        };
+        let sql_params = params_of(parsed.params)?;
         run(&state, &db, &q, format, sql_params).await
     }
     .await;
     result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The `params` of a request: a JSON object of names and values (absent or `null`: none).
+fn params_of(value: Option<serde_json::Value>) -> Result<QueryParams, ApiError> {
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(QueryParams::None),
+        Some(serde_json::Value::Object(map)) => param_values(map),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "`params` must be a JSON object of names and values, like {{\"host\": \"a\"}}, not {}",
+            json_kind(&other)
+        ))),
+    }
 }
 
 /// What a JSON value is, for error messages.
