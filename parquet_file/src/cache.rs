@@ -253,15 +253,7 @@ impl CachedStore {
             let to = ((range.end - at) as usize).min(block.len());
             out.extend_from_slice(&block[from..to]);
         }
-        let slice = out.freeze();
-        Ok(GetResult {
-            payload: GetResultPayload::Stream(
-                futures::stream::once(async move { Ok(slice) }).boxed(),
-            ),
-            meta,
-            range,
-            attributes: Attributes::default(),
-        })
+        Ok(one_chunk(out.freeze(), meta, range))
     }
 
     fn forget(&self, location: &Path) {
@@ -304,12 +296,17 @@ fn serve(bytes: Bytes, meta: ObjectMeta, options: &GetOptions) -> Result<GetResu
     } else {
         bytes.slice(range.start as usize..range.end as usize)
     };
-    Ok(GetResult {
+    Ok(one_chunk(slice, meta, range))
+}
+
+/// The answer to a read of `range` whose bytes are all in `slice`.
+fn one_chunk(slice: Bytes, meta: ObjectMeta, range: Range<u64>) -> GetResult {
+    GetResult {
         payload: GetResultPayload::Stream(futures::stream::once(async move { Ok(slice) }).boxed()),
         meta,
         range,
         attributes: Attributes::default(),
-    })
+    }
 }
 
 impl fmt::Debug for CachedStore {
